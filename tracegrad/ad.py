@@ -1,0 +1,120 @@
+"""Reverse-mode AD as a Program → Program pass.
+
+The adjoint is built by tracing: the forward ops are replayed into a new trace, then each
+op's VJP rule is applied in reverse order on tracers, so the result is a Program like any
+other: printable, compilable, and differentiable again.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import trace
+from .ir import Aval, Program, Var
+from .passes import eliminate_dead_code
+from .primitives import PRIMITIVES
+from .trace import Traced, bind, read
+
+
+def shape_of(value) -> tuple[int, ...]:
+    return value.shape if isinstance(value, trace.Tracer) else np.shape(value)
+
+
+def sum_to_shape(cotangent, shape: tuple[int, ...]):
+    """Undo broadcasting: sum a cotangent over the axes that broadcasting added or stretched."""
+    cotangent_shape = shape_of(cotangent)
+    if cotangent_shape == shape:
+        return cotangent
+    if np.broadcast_shapes(cotangent_shape, shape) == shape:  # a smaller cotangent covers the whole input
+        return bind("broadcast_to", cotangent, shape=shape)
+    lead = len(cotangent_shape) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and cotangent_shape[lead + i] != 1)
+    summed = bind("reduce_sum", cotangent, axes=axes)
+    return summed if shape_of(summed) == shape else bind("reshape", summed, shape=shape)
+
+
+def zeros(aval: Aval):
+    return 0.0 if aval.shape == () else np.zeros(aval.shape)
+
+
+def depends_on(program: Program, sources) -> set[Var]:
+    """The float Vars whose value depends on any of `sources`."""
+    active = {v for v in sources if v.aval.dtype == "f64"}
+    for op in program.ops:
+        if op.out.aval.dtype == "f64" and any(x in active for x in op.inputs if isinstance(x, Var)):
+            active.add(op.out)
+    return active
+
+
+def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: list[Var]) -> list:
+    """Apply the VJP rules in reverse; return the cotangent of each Var in `wrt`."""
+    active = depends_on(program, wrt)
+    cotangents: dict[Var, object] = {}
+
+    def accumulate(var: Var, cotangent) -> None:  # a value used twice gets the sum of both cotangents
+        cotangents[var] = cotangents[var] + cotangent if var in cotangents else cotangent
+
+    for out, cotangent in zip(program.outputs, output_cotangents):
+        if cotangent is not None and out in active:
+            accumulate(out, sum_to_shape(cotangent, out.aval.shape))
+    builder = trace.current_builder()
+    for op in reversed(program.ops):
+        g = cotangents.pop(op.out, None)
+        if g is None:
+            continue
+        inputs = [read(env, x) for x in op.inputs]
+        with builder.annotations(op.source, new_op.get(op)):
+            input_cotangents = PRIMITIVES[op.primitive].vjp(g, env[op.out], *inputs, **op.param)
+            for x, cotangent in zip(op.inputs, input_cotangents):
+                if cotangent is not None and x in active:
+                    accumulate(x, sum_to_shape(cotangent, x.aval.shape))
+    return [cotangents.get(v, zeros(v.aval)) if v in active else zeros(v.aval) for v in wrt]
+
+
+def vjp_program(traced: Traced, wrt: list[int], seed_first_output: bool) -> Traced:
+    """The joint forward-and-adjoint program of `traced`.
+
+    Inputs: the primal inputs, then (unless `seed_first_output`) one cotangent per output.
+    Outputs: the primal outputs, then the cotangent of each input listed in `wrt`.
+    With `seed_first_output`, the first output (a scalar) is seeded with 1.0: that is `grad`.
+    """
+    program = traced.program
+    n_inputs = len(program.inputs)
+
+    def joint(*args):
+        primals, given = args[:n_inputs], args[n_inputs:]
+        env, new_op = trace.replay(program, traced.consts, primals)
+        seeds = [1.0] + [None] * (len(program.outputs) - 1) if seed_first_output else list(given)
+        input_cotangents = backward(program, env, new_op, seeds, [program.inputs[i] for i in wrt])
+        return [read(env, x) for x in program.outputs] + input_cotangents
+
+    cotangent_avals = [] if seed_first_output else [Aval(x.aval.shape, "f64") for x in program.outputs]
+    return trace.trace_flat(joint, [v.aval for v in program.inputs] + cotangent_avals)
+
+
+def split_forward_backward(joint: Traced, n_primals: int, n_outputs: int) -> tuple[Traced, Traced]:
+    """Split a joint program (primals, cotangents) -> (outputs, input cotangents) in two.
+
+    forward: primals -> outputs + residuals; backward: residuals + cotangents -> input cotangents.
+    The residuals are the forward values the backward ops read.
+    """
+    program = joint.program
+    primals, cotangent_inputs = program.inputs[:n_primals], program.inputs[n_primals:]
+    in_backward = set(cotangent_inputs)
+    forward_ops, backward_ops = [], []
+    for op in program.ops:
+        if any(x in in_backward for x in op.inputs if isinstance(x, Var)):
+            in_backward.add(op.out)
+            backward_ops.append(op)
+        else:
+            forward_ops.append(op)
+    backward_outputs = program.outputs[n_outputs:]
+    needed = [x for op in backward_ops for x in op.inputs] + list(backward_outputs)
+    constvars = set(program.constvars)
+    residuals = list(dict.fromkeys(x for x in needed
+                                   if isinstance(x, Var) and x not in in_backward and x not in constvars))
+    forward = Program(program.constvars, primals, tuple(forward_ops), program.outputs[:n_outputs] + tuple(residuals))
+    backward = Program(program.constvars, tuple(residuals) + cotangent_inputs, tuple(backward_ops),
+                       backward_outputs)
+    return (eliminate_dead_code(Traced(forward, joint.consts)),
+            eliminate_dead_code(Traced(backward, joint.consts)))
+

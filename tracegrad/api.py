@@ -1,0 +1,456 @@
+"""The public transformations: grad, value_and_grad, vjp, jit, make_ir, check_grads.
+
+Data flows one way: flatten the arguments → trace (once per signature) → Program → AD pass
+→ Program → generated source → compiled function → call → unflatten the results.
+Called on tracers (inside another transformation), a transformation inlines its program
+into the enclosing trace instead of running it.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from typing import Any, Callable
+
+import attrs
+import numpy as np
+
+from . import ad, codegen, trace
+from .config import config
+from .errors import NonScalarOutputError
+from .ir import Aval, Program
+from .passes import select_outputs
+from .trace import Traced, Tracer
+from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
+
+trace_count = 0  # how many times a user function was traced; the tests count them
+
+
+# -- arguments ---------------------------------------------------------------------------
+
+def leaf_aval(leaf) -> Aval:
+    kind = type(leaf)
+    if kind is float or kind is int:
+        return Aval(())
+    if kind is np.ndarray:
+        return Aval(leaf.shape, trace.dtype_name(leaf.dtype))
+    if isinstance(leaf, Tracer):
+        return leaf.aval
+    if kind is bool or kind is np.bool_:
+        return Aval((), "bool")
+    if isinstance(leaf, (np.floating, np.integer)):
+        return Aval(())
+    raise TypeError(f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}); "
+                    "leaves must be floats, ints or NumPy arrays (nested in tuples, lists and dicts)")
+
+
+def leaf_key(leaf):
+    """What the cache needs to know of a leaf: its type, and shape and dtype for arrays."""
+    kind = type(leaf)
+    if kind is float:
+        return float
+    if kind is np.ndarray:
+        return leaf.shape, leaf.dtype.char
+    if isinstance(leaf, Tracer):
+        return leaf.aval
+    leaf_aval(leaf)  # raises for leaves tracegrad cannot take
+    return kind
+
+
+def prepare_leaf(leaf):
+    """A leaf as the compiled code takes it: Python float for scalars, float64/int64/bool arrays."""
+    kind = type(leaf)
+    if kind is float:
+        return leaf
+    if kind is np.ndarray:
+        return trace.as_traceable_array(leaf)
+    if kind is bool or kind is np.bool_:
+        return bool(leaf)
+    return float(leaf)
+
+
+def needs_preparing(leaf) -> bool:
+    if type(leaf) is np.ndarray:
+        return leaf.dtype.char not in "dq?"
+    return type(leaf) is not float
+
+
+def python_value(value):
+    """Results as users expect them: Python scalars for 0-d values, arrays otherwise."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_result_leaf(leaf):
+    if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
+        raise TypeError(f"a traced function returned a leaf of type {type(leaf).__name__}; "
+                        "return floats, arrays and traced values (in tuples, lists and dicts)")
+    return leaf
+
+
+def tuple_tree(*treedefs: TreeDef) -> TreeDef:
+    return TreeDef((tuple, None, tuple(t.structure for t in treedefs)), sum(t.num_leaves for t in treedefs))
+
+
+LEAF_TREE = TreeDef(LEAF, 1)
+
+
+@attrs.frozen(eq=False)
+class Signature:
+    """The arguments of one call: static values apart, dynamic ones flattened."""
+
+    static: tuple
+    treedefs: tuple[TreeDef, ...]  # one per dynamic argument
+    leaves: list
+
+    @classmethod
+    def of(cls, args, static_argnums=()) -> Signature:
+        static = tuple(args[i] for i in static_argnums if i < len(args))
+        treedefs, leaves = [], []
+        for position, arg in enumerate(args):
+            if position not in static_argnums:
+                arg_leaves, treedef = tree_flatten(arg)
+                treedefs.append(treedef)
+                leaves += arg_leaves
+        return cls(static, tuple(treedefs), leaves)
+
+    def leaf_range(self, argnum: int) -> range:
+        start = sum(t.num_leaves for t in self.treedefs[:argnum])
+        return range(start, start + self.treedefs[argnum].num_leaves)
+
+
+def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Signature) -> tuple[Traced, TreeDef]:
+    """Trace `fun` on tracers shaped like the signature's leaves; the result tree comes back too."""
+    global trace_count
+    trace_count += 1
+    result_tree = []
+
+    def flat_fun(*leaves):
+        args, position = [], 0
+        static = dict(zip(static_argnums, signature.static))
+        for treedef in signature.treedefs:
+            while len(args) in static:
+                args.append(static[len(args)])
+            args.append(tree_unflatten(treedef, leaves[position:position + treedef.num_leaves]))
+            position += treedef.num_leaves
+        while len(args) in static:
+            args.append(static[len(args)])
+        out_leaves, out_tree = tree_flatten(fun(*args))
+        result_tree.append(out_tree)
+        return [check_result_leaf(x) for x in out_leaves]
+
+    traced = trace.trace_flat(flat_fun, [leaf_aval(x) for x in signature.leaves])
+    return traced, result_tree[0]
+
+
+class Compiled:
+    """A traced program, its compiled code (made on first use), and the tree of its results."""
+
+    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, backend: str):
+        self.traced = traced
+        self.consts = traced.consts
+        self.result_tree = result_tree
+        self.name = name
+        self.backend = backend
+        self.unflatten = unflattener(result_tree)
+
+    @property
+    def ir(self) -> Program:
+        return self.traced.program
+
+    @property
+    def source(self) -> str:
+        return codegen.generate_source(self.traced.program, self.name)
+
+    @functools.cached_property
+    def function(self) -> Callable:
+        return codegen.load(self.source, self.name, self.backend)
+
+    def finish(self, outputs):
+        if self.backend == "python":
+            outputs = [python_value(x) for x in outputs]
+        return self.unflatten(outputs)
+
+    def __call__(self, leaves):
+        if any(isinstance(x, Tracer) for x in leaves):
+            return self.unflatten(trace.inline(self.traced, leaves))
+        if any(needs_preparing(x) for x in leaves):
+            leaves = [prepare_leaf(x) for x in leaves]
+        return self.finish(self.function(*self.consts, *leaves))
+
+
+# -- the staged-function machinery -------------------------------------------------------
+
+
+class Transformed:
+    """A function with a transformation, traced and compiled once per signature."""
+
+    def __init__(self, fun: Callable, build: Callable[[Signature], Compiled], static_argnums=()):
+        self.fun = fun
+        self.build = build
+        self.static_argnums = static_argnums
+        self.cache: dict = {}
+        self.by_float_arguments: dict = {}  # the fast path: every argument a Python float
+        self.lock = threading.Lock()
+        self.__wrapped__ = fun
+        self.__doc__ = getattr(fun, "__doc__", None)
+        self.__name__ = getattr(fun, "__name__", "fun")
+
+    def key(self, args, leaves: list):
+        if not self.static_argnums:
+            return tuple([flatten_into(arg, leaves, leaf_key) for arg in args])
+        return tuple([("static", arg) if i in self.static_argnums else flatten_into(arg, leaves, leaf_key)
+                      for i, arg in enumerate(args)])
+
+    def compiled(self, args, key) -> Compiled:
+        with self.lock:
+            entry = self.cache.get(key)
+            if entry is None:
+                entry = self.build(Signature.of(args, self.static_argnums))
+                if not any(isinstance(c, Tracer) for c in entry.consts):
+                    self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
+                    if not self.static_argnums and all(type(a) is float for a in args):
+                        self.by_float_arguments[len(args)] = entry
+        return entry
+
+    def __call__(self, *args):
+        entry = self.by_float_arguments.get(len(args))
+        if entry is not None and all([type(a) is float for a in args]):
+            return entry.finish(entry.function(*entry.consts, *args))
+        leaves: list = []
+        key = self.key(args, leaves)
+        entry = self.cache.get(key) or self.compiled(args, key)
+        return entry(leaves)
+
+    def lower(self, *args) -> Compiled:
+        """The traced program (`.ir`), its generated `.source`, callable on flat leaves."""
+        key = self.key(args, [])
+        return self.cache.get(key) or self.compiled(args, key)
+
+
+_transforms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def transformed(fun: Callable, options: tuple, make: Callable[[], Transformed]) -> Transformed:
+    """One Transformed per (function, options), so `tg.grad(f)(x)` in a loop traces once."""
+    try:
+        per_function = _transforms.setdefault(fun, {})
+    except TypeError:  # not weakly referenceable: no sharing
+        return make()
+    key = options + (config.backend,)
+    if key not in per_function:
+        per_function[key] = make()
+    return per_function[key]
+
+
+# -- grad and value_and_grad -------------------------------------------------------------
+
+
+def normalize_argnums(argnums, n_args: int) -> tuple[int, ...]:
+    numbers = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    for n in numbers:
+        if not -n_args <= n < n_args:
+            raise ValueError(f"argnums {argnums} is out of range for a call with {n_args} positional arguments")
+    return tuple(n % n_args for n in numbers)
+
+
+def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> list[int]:
+    wrt = []
+    for argnum in argnums:
+        for index in signature.leaf_range(argnum):
+            aval = leaf_aval(signature.leaves[index])
+            if aval.dtype != "f64":
+                raise TypeError(f"argument {argnum} holds a leaf of type {aval}; gradients are taken only with "
+                                "respect to float values (pass integer arrays such as labels as another argument)")
+            wrt.append(index)
+    return wrt
+
+
+def build_gradient(fun, argnums, has_aux: bool, with_value: bool, backend: str):
+    def build(signature: Signature) -> Compiled:
+        numbers = normalize_argnums(argnums, len(signature.treedefs))
+        traced, out_tree = trace_function(fun, (), signature)
+        if has_aux:
+            if not (out_tree.structure is not LEAF and out_tree.structure[0] is tuple
+                    and len(out_tree.structure[2]) == 2):
+                raise TypeError(f"with has_aux=True, {fun.__name__} must return a pair (output, aux); "
+                                f"it returned {out_tree}")
+            value_tree = TreeDef(out_tree.structure[2][0], 1)
+            aux_tree = TreeDef(out_tree.structure[2][1], out_tree.num_leaves - 1)
+        else:
+            value_tree, aux_tree = out_tree, TreeDef((tuple, None, ()), 0)
+        output = traced.program.outputs[0] if traced.program.outputs else None
+        if value_tree.structure is not LEAF or output.aval != Aval(()):
+            shown = output.aval if value_tree.structure is LEAF else value_tree
+            raise NonScalarOutputError(f"grad requires {fun.__name__} to return a float scalar, it returned {shown}; "
+                                       "for a vector output, sum it or use tg.vjp")
+        wrt = differentiable_leaves(signature, numbers)
+        joint = ad.vjp_program(traced, wrt, seed_first_output=True)
+        grads_trees = [signature.treedefs[n] for n in numbers]
+        grads_tree = grads_trees[0] if isinstance(argnums, int) else tuple_tree(*grads_trees)
+        if with_value:
+            value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
+            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", backend)
+        kept = select_outputs(joint, range(1, len(joint.program.outputs)))
+        result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
+        return Compiled(kept, result, "grad", backend)
+
+    return build
+
+
+def grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """The gradient of a scalar-valued `fun` with respect to the arguments at `argnums`.
+
+    The gradient has the structure of those arguments: a float for a float, an array of the
+    same shape for an array, nested tuples/lists/dicts alike. With `has_aux`, `fun` returns
+    `(output, aux)` and the result is `(gradient, aux)`.
+    """
+    options = ("grad", argnums, has_aux)
+    return transformed(fun, options, lambda: Transformed(
+        fun, build_gradient(fun, argnums, has_aux, with_value=False, backend=config.backend)))
+
+
+def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """Like `grad`, but returns `(value, gradient)`, or `((value, aux), gradient)` with `has_aux`."""
+    options = ("value_and_grad", argnums, has_aux)
+    return transformed(fun, options, lambda: Transformed(
+        fun, build_gradient(fun, argnums, has_aux, with_value=True, backend=config.backend)))
+
+
+# -- jit, make_ir ------------------------------------------------------------------------
+
+
+def jit(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Transformed:
+    """`fun` traced once per signature and compiled; it may call tg.grad inside.
+
+    Arguments at `static_argnums` are passed to `fun` as Python values (they must be
+    hashable) and are part of the cache key. `jit(fun).lower(*args)` gives the program
+    (`.ir`) and its generated `.source`.
+    """
+    static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    backend = config.backend
+
+    def build(signature: Signature) -> Compiled:
+        traced, out_tree = trace_function(fun, static, signature)
+        return Compiled(traced, out_tree, getattr(fun, "__name__", "fun").replace("<lambda>", "fun"), backend)
+
+    return transformed(fun, ("jit", static), lambda: Transformed(fun, build, static))
+
+
+def make_ir(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Callable[..., Program]:
+    """A function that traces `fun` on the given arguments and returns its Program."""
+    static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+
+    def make(*args) -> Program:
+        signature = Signature.of(args, static)
+        return trace_function(fun, static, signature)[0].program
+
+    return make
+
+
+# -- vjp ---------------------------------------------------------------------------------
+
+
+def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
+    """`(fun(*primals), pullback)`, where `pullback(cotangent)` gives one cotangent per primal.
+
+    The forward and the adjoint are two compiled programs; the values the adjoint needs
+    (residuals) pass from one to the other.
+    """
+    backend = config.backend
+    signature = Signature.of(primals)
+    traced, out_tree = trace_function(fun, (), signature)
+    wrt = [i for i, x in enumerate(signature.leaves) if leaf_aval(x).dtype == "f64"]
+    n_outputs = len(traced.program.outputs)
+    joint = ad.vjp_program(traced, wrt, seed_first_output=False)
+    forward, backward = ad.split_forward_backward(joint, len(signature.leaves), n_outputs)
+    results = Compiled(forward, TreeDef((list, None, (LEAF,) * len(forward.program.outputs)),
+                                        len(forward.program.outputs)), "forward", backend)(signature.leaves)
+    outputs, residuals = results[:n_outputs], results[n_outputs:]
+    cotangent_tree = tuple_tree(*signature.treedefs)
+    adjoint = Compiled(backward, TreeDef((list, None, (LEAF,) * len(wrt)), len(wrt)), "backward", backend)
+
+    def pullback(cotangent):
+        leaves, tree = tree_flatten(cotangent)
+        if tree != out_tree:
+            raise ValueError(f"the cotangent must have the structure of the output, {out_tree}; got {tree}")
+        cotangents = [None] * len(signature.leaves)
+        for index, value in zip(wrt, adjoint(list(residuals) + leaves)):
+            cotangents[index] = value
+        return tree_unflatten(cotangent_tree, cotangents)
+
+    return tree_unflatten(out_tree, outputs), pullback
+
+
+# -- check_grads -------------------------------------------------------------------------
+
+
+def check_grads(fun: Callable, args, order: int = 1, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-6,
+                seed: int = 0) -> None:
+    """Check `grad` against central differences, coordinate by coordinate.
+
+    `fun` may return any pytree: it is reduced to a scalar by a fixed random projection.
+    With `order=2` the gradient's gradient is checked too. Raises AssertionError with a
+    table of every coordinate that disagrees.
+    """
+    args = tuple(args)
+    scalar_fun = random_projection(fun, args, np.random.default_rng(seed))
+    argnums = tuple(range(len(args)))
+    analytic = grad(scalar_fun, argnums)(*args)
+    evaluate = jit(scalar_fun)
+    rows = []
+    for argnum, arg in enumerate(args):
+        leaves, treedef = tree_flatten(arg)
+        grad_leaves = tree_flatten(analytic[argnum])[0]
+        for leaf_index, (leaf, leaf_grad) in enumerate(zip(leaves, grad_leaves)):
+            for coordinate in np.ndindex(np.shape(leaf)):
+                numeric = central_difference(evaluate, args, argnum, treedef, leaves, leaf_index, coordinate, eps)
+                exact = float(np.asarray(leaf_grad)[coordinate])
+                error = abs(exact - numeric)
+                rows.append((argnum, leaf_index, coordinate, exact, numeric, error,
+                             error <= atol + rtol * abs(numeric)))
+    failed = [row for row in rows if not row[-1]]
+    if failed:
+        table = "\n".join(f"  arg {a} leaf {l} {c}: grad {g:.12g}  numeric {n:.12g}  |diff| {d:.3g}"
+                          for a, l, c, g, n, d, _ in failed)
+        raise AssertionError(f"check_grads: {len(failed)} of {len(rows)} coordinates disagree "
+                             f"(eps={eps}, rtol={rtol}, atol={atol}):\n{table}")
+    if order > 1:
+        check_grads(grad(scalar_fun, argnums), args, order - 1, eps, rtol, atol, seed + 1)
+
+
+def random_projection(fun: Callable, args: tuple, rng) -> Callable:
+    """`fun` reduced to a scalar: a fixed random weighted sum of its float outputs."""
+    from . import numpy as tnp
+
+    out_leaves, out_tree = tree_flatten(jit(fun)(*args))
+    if out_tree == LEAF_TREE and np.ndim(out_leaves[0]) == 0:
+        return fun
+    weights = [rng.standard_normal(np.shape(x)) for x in out_leaves]
+
+    def projected(*xs):
+        return sum(tnp.sum(w * y) for w, y in zip(weights, tree_flatten(fun(*xs))[0]))
+
+    projected.__name__ = f"projected_{getattr(fun, '__name__', 'fun')}"
+    return projected
+
+
+def central_difference(evaluate, args, argnum, treedef, leaves, leaf_index, coordinate, eps) -> float:
+    def shifted(step: float):
+        leaf = np.array(leaves[leaf_index], dtype=float)
+        leaf[coordinate] += step
+        moved = list(leaves)
+        moved[leaf_index] = float(leaf) if leaf.ndim == 0 else leaf
+        new_args = list(args)
+        new_args[argnum] = tree_unflatten(treedef, moved)
+        return float(evaluate(*new_args))
+
+    return (shifted(eps) - shifted(-eps)) / (2 * eps)
+
+
+def cache_info() -> dict:
+    """How many times functions were traced and distinct programs compiled in this process."""
+    return {"traces": trace_count, "compiles": codegen.compile_count}

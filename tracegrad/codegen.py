@@ -1,0 +1,169 @@
+"""Code generation: Program → readable Python source → a compiled function.
+
+One statement (or one small loop) per op; adjoint code is grouped in blocks, each commented
+with the forward op it differentiates. The source is registered in `linecache` so tracebacks
+and pdb show it. `jit_compile` is the one place that calls numba.
+"""
+from __future__ import annotations
+
+import hashlib
+import linecache
+import math
+import os
+import types
+
+import numpy as np
+
+from .ir import Literal, Namer, Op, Program, Var
+from .primitives import PRIMITIVES
+
+MAX_OPS_PER_FUNCTION = 1000  # numba compiles ~1 ms per statement and chokes past ~2,000 loads/stores
+INDENT = "    "
+
+compile_count = 0  # how many distinct sources were compiled; the tests count them
+
+
+def literal_text(value) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "np.nan"
+        if math.isinf(value):
+            return "np.inf" if value > 0 else "(-np.inf)"
+        return repr(value) if value >= 0 else f"({value!r})"
+    return repr(value) if not isinstance(value, int) or value >= 0 else f"({value!r})"
+
+
+class SourceWriter:
+    """Names the Vars of one program (as its printer does) and writes its statements."""
+
+    def __init__(self, program: Program):
+        self.program = program
+        self.name = Namer()
+        for var in program.constvars + program.inputs:
+            self.name(var)
+        self.defined_here = {op.out for op in program.ops}
+
+    def atom(self, atom) -> str:
+        return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
+
+    def statement(self, op: Op) -> list[str]:
+        emit = PRIMITIVES[op.primitive].emit
+        out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
+        if isinstance(emit, str):
+            return [f"{out} = {emit.format(*inputs, **op.param)}"]
+        lines = emit(out, inputs, op)
+        return [f"{out} = {lines}"] if isinstance(lines, str) else lines
+
+    def comment(self, op: Op) -> str | None:
+        source = f"{os.path.basename(op.source[0])}:{op.source[1]}" if op.source else "?"
+        if op.adjoint_of is None:
+            return f"# {source}"
+        forward = op.adjoint_of
+        if forward.out in self.defined_here:
+            return f"# adjoint of {self.statement(forward)[0]}  ({source})"
+        return f"# adjoint of {forward.primitive}  ({source})"
+
+    def body(self, ops) -> list[str]:
+        lines, last_comment = [], None
+        for op in ops:
+            comment = self.comment(op)
+            if comment != last_comment:
+                lines.append(comment)
+                last_comment = comment
+            lines.extend(self.statement(op))
+        return lines
+
+    def result(self, atom) -> str:
+        text = self.atom(atom)
+        if isinstance(atom, Var) and atom not in self.defined_here and atom.aval.shape:
+            return f"{text}.copy()"  # never hand back the caller's own array
+        return text
+
+
+def function_text(name: str, params: list[str], body: list[str], results: list[str]) -> list[str]:
+    lines = [f"def {name}({', '.join(params)}):"]
+    lines += [INDENT + line for line in body]
+    lines.append(f"{INDENT}return ({''.join(r + ', ' for r in results)})")
+    return lines
+
+
+def generate_source(program: Program, name: str) -> str:
+    """The Python source of `program` as a function `name(*constvars, *inputs)`."""
+    writer = SourceWriter(program)
+    params = [writer.name(v) for v in program.constvars + program.inputs]
+    if len(program.ops) <= MAX_OPS_PER_FUNCTION:
+        body = writer.body(program.ops)
+        return "\n".join(function_text(name, params, body, [writer.result(x) for x in program.outputs])) + "\n"
+    return split_source(writer, name, params)
+
+
+def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
+    """A long program as a chain of part functions, each under MAX_OPS_PER_FUNCTION ops."""
+    ops = writer.program.ops
+    chunks = [ops[i:i + MAX_OPS_PER_FUNCTION] for i in range(0, len(ops), MAX_OPS_PER_FUNCTION)]
+    used_later: list[set] = [set() for _ in chunks]  # Vars read by later chunks or the outputs
+    needed = {x for x in writer.program.outputs if isinstance(x, Var)}
+    for index in reversed(range(len(chunks))):
+        used_later[index] = set(needed)
+        for op in chunks[index]:
+            needed.update(x for x in op.inputs if isinstance(x, Var))
+    texts, main_body, available = [], [], list(writer.program.constvars + writer.program.inputs)
+    for index, chunk in enumerate(chunks):
+        reads = {x for op in chunk for x in op.inputs if isinstance(x, Var)}
+        part_params = [writer.name(v) for v in available if v in reads]
+        defined = [op.out for op in chunk if op.out in used_later[index]]
+        part_results = [writer.name(v) for v in defined]
+        part_name = f"{name}_part{index}"
+        texts += function_text(part_name, part_params, writer.body(chunk), part_results) + [""]
+        main_body.append(f"{''.join(r + ', ' for r in part_results)}= {part_name}({', '.join(part_params)})"
+                         if part_results else f"{part_name}({', '.join(part_params)})")
+        available += defined
+    texts += function_text(name, params, main_body, [writer.result(x) for x in writer.program.outputs])
+    return "\n".join(texts) + "\n"
+
+
+def jit_compile(function):
+    """The one call to numba.njit: NumPy's error model (1/0 is inf, not an exception)."""
+    import numba
+
+    return numba.njit(function, error_model="numpy", nogil=True)
+
+
+_loaded: dict[tuple[str, str], object] = {}
+
+
+def load(source: str, name: str, backend: str):
+    """Execute generated `source` and return its function `name`, compiled for `backend`.
+
+    Loaded once per distinct source: a retrace that produces the same code compiles nothing.
+    """
+    global compile_count
+    key = (source, backend)
+    function = _loaded.get(key)
+    if function is not None:
+        return function
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    filename = f"<tracegrad {name} {digest}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"np": np}
+    exec(compile(source, filename, "exec"), namespace)
+    functions = [key for key, value in namespace.items() if isinstance(value, types.FunctionType)]
+    if backend == "numba":
+        for function_name in functions:
+            namespace[function_name] = jit_compile(namespace[function_name])
+        function = namespace[name]
+    else:
+        function = python_backend(namespace[name])
+    compile_count += 1
+    _loaded[key] = function
+    return function
+
+
+def python_backend(function):
+    """Run generated code with plain NumPy: scalars as float64, so 1/0 is inf as under numba."""
+
+    def run(*args):
+        with np.errstate(all="ignore"):
+            return function(*(np.float64(a) if type(a) is float else a for a in args))
+
+    return run

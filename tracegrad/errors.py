@@ -1,0 +1,25 @@
+"""The errors tracegrad raises at users, each naming the user's line and the fix."""
+
+
+class TracerConversionError(TypeError):
+    """A traced value was used where Python needs a concrete one: `if`, `float()`, `math.*`."""
+
+
+class ImmutableValueError(TypeError):
+    """Item assignment on a traced value; traced values are immutable."""
+
+
+class UnsupportedNumpyFunctionError(TypeError):
+    """A NumPy function that tracegrad cannot trace was called on a traced value."""
+
+
+class ShapeError(ValueError):
+    """Shapes that do not fit an operation: broadcasting, matmul, reshape, indexing."""
+
+
+class NonScalarOutputError(TypeError):
+    """`grad` of a function whose output is not a float scalar."""
+
+
+class LeakedTracerError(RuntimeError):
+    """A traced value used after the trace that made it has ended."""

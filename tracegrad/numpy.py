@@ -1,0 +1,313 @@
+"""tracegrad.numpy (`import tracegrad.numpy as tnp`): NumPy's API on traced values.
+
+Each function stages primitives when given a Tracer and simply computes with NumPy when
+given floats and arrays, so a loss function written with tnp can be called directly.
+NumPy's own functions called on tracers (`np.tanh(t)`, `np.dot(x, W)`) come here too.
+"""
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from .errors import ShapeError, UnsupportedNumpyFunctionError
+from .trace import Tracer, bind, user_source_line, where_text
+
+# array constants: these build concrete NumPy arrays, which traced code uses as constants
+array, asarray, zeros, ones, full, arange, eye, linspace = (
+    np.array, np.asarray, np.zeros, np.ones, np.full, np.arange, np.eye, np.linspace)
+pi, e, inf, nan, newaxis = np.pi, np.e, np.inf, np.nan, np.newaxis
+float64, int64 = np.float64, np.int64
+
+
+def shape(x) -> tuple[int, ...]:
+    return x.shape if isinstance(x, Tracer) else np.shape(x)
+
+
+def ndim(x) -> int:
+    return len(shape(x))
+
+
+# -- elementwise -------------------------------------------------------------------------
+
+def exp(x): return bind("exp", x)
+def log(x): return bind("log", x)
+def tanh(x): return bind("tanh", x)
+def sin(x): return bind("sin", x)
+def cos(x): return bind("cos", x)
+def sqrt(x): return bind("sqrt", x)
+def abs(x): return bind("abs", x)
+def sign(x): return bind("sign", x)
+def negative(x): return bind("neg", x)
+def add(x, y): return bind("add", x, y)
+def subtract(x, y): return bind("sub", x, y)
+def multiply(x, y): return bind("mul", x, y)
+def divide(x, y): return bind("div", x, y)
+def power(x, y): return bind("pow", x, y)
+def maximum(x, y): return bind("maximum", x, y)
+def minimum(x, y): return bind("minimum", x, y)
+def greater(x, y): return bind("gt", x, y)
+def less(x, y): return bind("lt", x, y)
+def greater_equal(x, y): return bind("ge", x, y)
+def less_equal(x, y): return bind("le", x, y)
+def equal(x, y): return bind("eq", x, y)
+def not_equal(x, y): return bind("ne", x, y)
+
+
+def square(x):
+    return bind("mul", x, x)
+
+
+def where(condition, x, y):
+    """Elementwise `x if condition else y`; the cotangent goes only to the branch taken."""
+    if isinstance(condition, Tracer) and condition.aval.dtype != "bool":
+        condition = condition != 0
+    return bind("where", condition, x, y)
+
+
+def zeros_like(x):
+    return np.zeros(shape(x))
+
+
+def ones_like(x):
+    return np.ones(shape(x))
+
+
+# -- reductions --------------------------------------------------------------------------
+
+def normalize_axes(axis, rank: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(rank))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ShapeError(f"axis {a} is out of range for a value of rank {rank} "
+                             f"(at {where_text(user_source_line())})")
+    return tuple(sorted(int(a) % rank for a in axes))
+
+
+def reduce(primitive: str, x, axis, keepdims: bool):
+    in_shape = shape(x)
+    axes = normalize_axes(axis, len(in_shape))
+    if not axes:
+        return x
+    out = bind(primitive, x, axes=axes)
+    if keepdims:
+        out = reshape(out, tuple(1 if i in axes else n for i, n in enumerate(in_shape)))
+    return out
+
+
+def sum(x, axis=None, keepdims=False):
+    return reduce("reduce_sum", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False):
+    return reduce("reduce_max", x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False):
+    return -reduce("reduce_max", -x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    in_shape = shape(x)
+    count = int(np.prod([in_shape[a] for a in normalize_axes(axis, len(in_shape))]))
+    return sum(x, axis, keepdims) / float(count)
+
+
+# -- shapes ------------------------------------------------------------------------------
+
+def reshape(x, new_shape):
+    in_shape = shape(x)
+    new_shape = (new_shape,) if isinstance(new_shape, (int, np.integer)) else tuple(int(n) for n in new_shape)
+    if new_shape.count(-1) == 1:
+        known = int(np.prod([n for n in new_shape if n != -1]))
+        size = int(np.prod(in_shape))
+        if known == 0 or size % known:
+            raise ShapeError(f"reshape: cannot reshape {in_shape} into {new_shape} "
+                             f"(at {where_text(user_source_line())})")
+        new_shape = tuple(size // known if n == -1 else n for n in new_shape)
+    if new_shape == tuple(in_shape):
+        return x
+    return bind("reshape", x, shape=new_shape)
+
+
+def transpose(x, axes=None):
+    rank = ndim(x)
+    perm = tuple(reversed(range(rank))) if axes is None else tuple(int(a) % rank for a in axes)
+    if sorted(perm) != list(range(rank)):
+        raise ShapeError(f"transpose: {axes} is not a permutation of the axes of a value of rank {rank}")
+    if perm == tuple(range(rank)):
+        return x
+    return bind("transpose", x, perm=perm)
+
+
+def broadcast_to(x, new_shape):
+    new_shape = tuple(new_shape)
+    return x if shape(x) == new_shape else bind("broadcast_to", x, shape=new_shape)
+
+
+def expand_dims(x, axis: int):
+    in_shape = list(shape(x))
+    in_shape.insert(axis % (len(in_shape) + 1), 1)
+    return reshape(x, tuple(in_shape))
+
+
+def stack(values, axis=0):
+    """Stack equal-shape values along a new axis (each is padded into place and summed)."""
+    values = list(values)
+    item_shape = shape(values[0])
+    if builtins.any(shape(v) != item_shape for v in values):
+        raise ShapeError(f"stack: values of different shapes {[shape(v) for v in values]}")
+    if not builtins.any(isinstance(v, Tracer) for v in values):
+        return np.stack(values, axis)
+    out_shape = (len(values),) + tuple(item_shape)
+    total = 0.0
+    for i, v in enumerate(values):
+        index = ((i, i + 1, 1),) + tuple((0, n, 1) for n in item_shape)
+        total = total + bind("pad", reshape(v, (1,) + tuple(item_shape)), shape=out_shape, index=index)
+    return moveaxis(total, 0, axis)
+
+
+def moveaxis(x, source: int, destination: int):
+    order = list(range(ndim(x)))
+    order.insert(destination % len(order), order.pop(source % len(order)))
+    return transpose(x, order)
+
+
+# -- linear algebra ----------------------------------------------------------------------
+
+def matmul(x, y):
+    """x @ y for 1-d and 2-d operands (1-d ones are treated as a row or a column, as in NumPy)."""
+    x_shape, y_shape = shape(x), shape(y)
+    if not (1 <= len(x_shape) <= 2 and 1 <= len(y_shape) <= 2):
+        raise ShapeError(f"matmul: supports 1-d and 2-d operands, got shapes {x_shape} and {y_shape} "
+                         f"(at {where_text(user_source_line())})")
+    x2 = reshape(x, (1, x_shape[0])) if len(x_shape) == 1 else x
+    y2 = reshape(y, (y_shape[0], 1)) if len(y_shape) == 1 else y
+    out = bind("matmul", x2, y2)
+    out_shape = x_shape[:-1] + y_shape[1:]
+    return reshape(out, out_shape)
+
+
+def dot(x, y):
+    if ndim(x) == 0 or ndim(y) == 0:
+        return multiply(x, y)
+    return matmul(x, y)
+
+
+# -- indexing ----------------------------------------------------------------------------
+
+def is_index_array(item) -> bool:
+    if isinstance(item, Tracer):
+        return item.ndim > 0 or item.aval.dtype != "f64"
+    return isinstance(item, (list, np.ndarray))
+
+
+def getitem(x, index):
+    """x[index] for integers, slices, None, Ellipsis, and integer arrays on the leading axes."""
+    index = index if isinstance(index, tuple) else (index,)
+    if builtins.any(is_index_array(item) for item in index):
+        return gather(x, index)
+    return basic_index(x, index)
+
+
+def expand_ellipsis(index: tuple, rank: int) -> tuple:
+    used = builtins.sum(1 for item in index if item is not None and item is not Ellipsis)
+    if index.count(Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        return index[:at] + (slice(None),) * (rank - used) + index[at + 1:]
+    return index + (slice(None),) * (rank - used)
+
+
+def basic_index(x, index):
+    in_shape = shape(x)
+    index = expand_ellipsis(index, len(in_shape))
+    if builtins.sum(1 for item in index if item is not None) > len(in_shape):
+        raise IndexError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source_line())})")
+    triples, out_shape, axis = [], [], 0
+    for item in index:
+        if item is None:
+            out_shape.append(1)
+            continue
+        n = in_shape[axis]
+        if isinstance(item, slice):
+            triple = item.indices(n)
+            triples.append(triple)
+            out_shape.append(len(range(*triple)))
+        elif isinstance(item, (int, np.integer)):
+            if not -n <= item < n:
+                raise IndexError(f"index {item} is out of bounds for axis {axis} of size {n} "
+                                 f"(at {where_text(user_source_line())})")
+            triples.append((int(item) % n, int(item) % n + 1, 1))
+        else:
+            raise IndexError(f"tracegrad cannot index with {item!r} (at {where_text(user_source_line())})")
+        axis += 1
+    if builtins.any(t != (0, n, 1) for t, n in zip(triples, in_shape)):
+        x = bind("slice", x, index=tuple(triples))
+    return reshape(x, tuple(out_shape))
+
+
+def gather(x, index):
+    in_shape = shape(x)
+    k = len(index)
+    while k and isinstance(index[k - 1], slice) and index[k - 1] == slice(None):
+        k -= 1
+    arrays = [np.asarray(item) if isinstance(item, list) else item for item in index[:k]]
+    if k > len(in_shape) or not builtins.all(isinstance(a, (Tracer, np.ndarray, int, np.integer)) for a in arrays):
+        raise IndexError(f"tracegrad supports integer-array indexing only on the leading axes, "
+                         f"followed by ':' (got {index!r} at {where_text(user_source_line())})")
+    for a in arrays:
+        if isinstance(a, (Tracer, np.ndarray)) and a.dtype.kind not in "iu":
+            raise IndexError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source_line())}); "
+                             "for a boolean mask use tnp.where(mask, x, 0.0)")
+    index_shape = tuple(np.broadcast_shapes(*(shape(a) for a in arrays)))
+    size = int(np.prod(index_shape))
+    flat = [reshape(broadcast_to(as_index(a), index_shape), (size,)) for a in arrays]
+    out = bind("gather", x, *flat)
+    return reshape(out, index_shape + tuple(in_shape[k:]))
+
+
+def as_index(a):
+    return a if isinstance(a, Tracer) else np.asarray(a, dtype=np.int64)
+
+
+# -- NumPy's dispatch protocols ----------------------------------------------------------
+
+UFUNCS = {
+    np.add: add, np.subtract: subtract, np.multiply: multiply, np.true_divide: divide, np.power: power,
+    np.negative: negative, np.positive: lambda x: x, np.exp: exp, np.log: log, np.tanh: tanh, np.sin: sin,
+    np.cos: cos, np.sqrt: sqrt, np.absolute: abs, np.sign: sign, np.maximum: maximum, np.minimum: minimum,
+    np.greater: greater, np.less: less, np.greater_equal: greater_equal, np.less_equal: less_equal,
+    np.equal: equal, np.not_equal: not_equal, np.matmul: matmul, np.square: square,
+}
+
+FUNCTIONS = {
+    np.sum: sum, np.mean: mean, np.max: max, np.amax: max, np.min: min, np.amin: min, np.dot: dot,
+    np.reshape: reshape, np.transpose: transpose, np.where: where, np.broadcast_to: broadcast_to,
+    np.zeros_like: zeros_like, np.ones_like: ones_like, np.shape: shape, np.ndim: ndim,
+    np.expand_dims: expand_dims, np.stack: stack, np.moveaxis: moveaxis,
+}
+
+
+def unsupported(name: str) -> UnsupportedNumpyFunctionError:
+    return UnsupportedNumpyFunctionError(
+        f"NumPy's {name} is not supported on traced values (at {where_text(user_source_line())}). "
+        f"tracegrad.numpy supports: {', '.join(sorted(f.__name__ for f in FUNCTIONS))}, and the ufuncs "
+        f"{', '.join(sorted(u.__name__ for u in UFUNCS))}.")
+
+
+def dispatch_ufunc(ufunc, method, inputs, kwargs):
+    if method != "__call__" or kwargs or ufunc not in UFUNCS:
+        name = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+        raise unsupported(name + (" with out= or where=" if kwargs and ufunc in UFUNCS else ""))
+    return UFUNCS[ufunc](*inputs)
+
+
+def dispatch_function(func, args, kwargs):
+    if func not in FUNCTIONS:
+        raise unsupported(f"np.{func.__name__}")
+    return FUNCTIONS[func](*args, **kwargs)
+

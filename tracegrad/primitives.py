@@ -1,0 +1,387 @@
+"""The primitive registry: one paragraph per primitive.
+
+Each paragraph holds, side by side:
+  shape rule  input avals (and static params) -> output aval
+  impl        NumPy on concrete values (used outside tracing)
+  emit        generated source: a template over the input names and params, or a function
+              returning an expression or the lines that assign `out`
+  vjp         (g, out, *inputs, **params) -> one cotangent per input, None where there is none
+  neutral     optionally (value, positions): a literal `value` at one of those positions leaves
+              the other operand unchanged (`x * 1.0`, `0.0 + x`), so bind skips the op
+
+VJP rules build IR by calling primitives on tracers, never strings. A cotangent may have the
+broadcast shape of the output; the AD pass sums it back to its input's shape.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import attrs
+import numpy as np
+
+from . import trace
+from .errors import ShapeError
+from .ir import DTYPES, Aval, Op
+
+bind = trace.bind  # stage a primitive on tracers, or evaluate it on concrete values
+
+
+@attrs.frozen
+class Primitive:
+    name: str
+    shape_rule: Callable[..., Aval]
+    impl: Callable
+    emit: str | Callable[..., str | list[str]]
+    vjp: Callable
+    neutral: tuple[float, tuple[int, ...]] | None = None
+
+
+PRIMITIVES: dict[str, Primitive] = {}
+
+
+def register(name, shape_rule, impl, emit, vjp, neutral=None) -> None:
+    PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral)
+
+
+# -- shared shape rules ------------------------------------------------------------------
+
+
+def promote(*avals: Aval) -> str:
+    return max((a.dtype for a in avals), key=DTYPES.index)
+
+
+def broadcast_shapes(name: str, *avals: Aval) -> tuple[int, ...]:
+    try:
+        return tuple(np.broadcast_shapes(*(a.shape for a in avals)))
+    except ValueError:
+        shown = " and ".join(str(a) for a in avals)
+        raise ShapeError(f"{name}: shapes {shown} do not broadcast together") from None
+
+
+def float_unary(x: Aval) -> Aval:
+    return Aval(x.shape, "f64")
+
+
+def arithmetic(name):
+    return lambda *avals: Aval(broadcast_shapes(name, *avals), promote(*avals))
+
+
+def comparison(name):
+    return lambda x, y: Aval(broadcast_shapes(name, x, y), "bool")
+
+
+def numpy_dtype(dtype: str) -> str:
+    return {"f64": "np.float64", "i64": "np.int64", "bool": "np.bool_"}[dtype]
+
+
+# -- elementwise arithmetic --------------------------------------------------------------
+
+# neg: -x
+register("neg", arithmetic("neg"), np.negative, "-{0}",
+         lambda g, out, x: (-g,))
+
+# add: x + y
+register("add", arithmetic("add"), np.add, "{0} + {1}",
+         lambda g, out, x, y: (g, g), neutral=(0.0, (0, 1)))
+
+# sub: x - y
+register("sub", arithmetic("sub"), np.subtract, "{0} - {1}",
+         lambda g, out, x, y: (g, -g), neutral=(0.0, (1,)))
+
+# mul: x * y
+register("mul", arithmetic("mul"), np.multiply, "{0} * {1}",
+         lambda g, out, x, y: (g * y, g * x), neutral=(1.0, (0, 1)))
+
+# div: x / y (true division, always float)
+register("div", lambda x, y: Aval(broadcast_shapes("div", x, y), "f64"), np.true_divide, "{0} / {1}",
+         lambda g, out, x, y: (g / y, -g * out / y), neutral=(1.0, (1,)))
+
+# pow: x ** y; d/dx = y x^(y-1), d/dy = log(x) x^y
+register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}",
+         lambda g, out, x, y: (g * y * x ** (y - 1.0), g * bind("log", x) * out), neutral=(1.0, (1,)))
+
+# maximum: ties split the cotangent evenly, as in JAX
+register("maximum", arithmetic("maximum"), np.maximum, "np.maximum({0}, {1})",
+         lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y))))
+
+# minimum: ties split the cotangent evenly
+register("minimum", arithmetic("minimum"), np.minimum, "np.minimum({0}, {1})",
+         lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y))))
+
+# -- elementwise functions ---------------------------------------------------------------
+
+# exp: d/dx e^x = e^x
+register("exp", float_unary, np.exp, "np.exp({0})",
+         lambda g, out, x: (g * out,))
+
+# log: d/dx log x = 1/x
+register("log", float_unary, np.log, "np.log({0})",
+         lambda g, out, x: (g / x,))
+
+# tanh: d/dx tanh x = 1 - tanh^2 x
+register("tanh", float_unary, np.tanh, "np.tanh({0})",
+         lambda g, out, x: (g * (1.0 - out * out),))
+
+# sin: d/dx sin x = cos x
+register("sin", float_unary, np.sin, "np.sin({0})",
+         lambda g, out, x: (g * bind("cos", x),))
+
+# cos: d/dx cos x = -sin x
+register("cos", float_unary, np.cos, "np.cos({0})",
+         lambda g, out, x: (-g * bind("sin", x),))
+
+# sqrt: d/dx sqrt x = 1 / (2 sqrt x)
+register("sqrt", float_unary, np.sqrt, "np.sqrt({0})",
+         lambda g, out, x: (g * 0.5 / out,))
+
+# abs: d/dx |x| = sign x
+register("abs", arithmetic("abs"), np.abs, "np.abs({0})",
+         lambda g, out, x: (g * bind("sign", x),))
+
+# sign: piecewise constant, so no cotangent flows through it
+register("sign", arithmetic("sign"), np.sign, "np.sign({0})",
+         lambda g, out, x: (None,))
+
+# -- comparisons and selection -----------------------------------------------------------
+
+for _name, _ufunc, _symbol in [("gt", np.greater, ">"), ("lt", np.less, "<"), ("ge", np.greater_equal, ">="),
+                               ("le", np.less_equal, "<="), ("eq", np.equal, "=="), ("ne", np.not_equal, "!=")]:
+    # comparisons give booleans, which carry no cotangent
+    register(_name, comparison(_name), _ufunc, "{0} %s {1}" % _symbol,
+             lambda g, out, x, y: (None, None))
+
+
+def emit_where(out: str, ins: list[str], op: Op):
+    shape = op.out.aval.shape
+    if shape == ():
+        return f"{ins[1]} if {ins[0]} else {ins[2]}"
+    # a flat loop: numba's np.where takes seconds to compile
+    size, lines, flat = int(np.prod(shape)), [], []
+    for role, name, atom in zip("cxy", ins, op.inputs):
+        if atom.aval.shape == ():
+            flat.append(name)
+            continue
+        if atom.aval.shape != shape:
+            zeros = f"np.zeros({shape}, {numpy_dtype(atom.aval.dtype)})"
+            name = f"({name} != {zeros})" if atom.aval.dtype == "bool" else f"({name} + {zeros})"
+        lines.append(f"{out}_{role} = np.ascontiguousarray({name}).reshape({size})")
+        flat.append(f"{out}_{role}[_k]")
+    return lines + [f"{out}_flat = np.empty({size}, {numpy_dtype(op.out.aval.dtype)})",
+                    f"for _k in range({size}):",
+                    f"    {out}_flat[_k] = {flat[1]} if {flat[0]} else {flat[2]}",
+                    f"{out} = {out}_flat.reshape({shape})"]
+
+
+# where: cond ? x : y, the cotangent goes to the branch that was taken
+register("where", lambda c, x, y: Aval(broadcast_shapes("where", c, x, y), promote(x, y)), np.where, emit_where,
+         lambda g, out, c, x, y: (None, bind("where", c, g, 0.0), bind("where", c, 0.0, g)))
+
+# -- shapes ------------------------------------------------------------------------------
+
+
+def keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def reduced(x: Aval, axes: tuple[int, ...]) -> Aval:
+    return Aval(tuple(n for i, n in enumerate(x.shape) if i not in axes), x.dtype)
+
+
+def contiguous_blocks(axes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Sorted axes as runs [start, stop) of consecutive axes."""
+    blocks: list[list[int]] = []
+    for axis in axes:
+        if blocks and blocks[-1][1] == axis:
+            blocks[-1][1] = axis + 1
+        else:
+            blocks.append([axis, axis + 1])
+    return [(start, stop) for start, stop in blocks]
+
+
+def emit_reduction(out: str, ins: list[str], op: Op, kind: str):
+    """Sum or max over axes, as loops over (before, reduced, after) blocks.
+
+    numba compiles `np.sum(x, axis=...)` in seconds and has no `np.max(x, axis=...)`; these
+    loops compile in well under one.
+    """
+    (x,), axes = op.inputs, op.param["axes"]
+    if len(axes) == x.aval.ndim:
+        return f"np.{kind}({ins[0]})"
+    dtype = numpy_dtype(op.out.aval.dtype)
+    lines, source, shape = [], ins[0], list(x.aval.shape)
+    for step, (start, stop) in enumerate(reversed(contiguous_blocks(axes))):
+        before, reduced, after = (int(np.prod(shape[:start])), int(np.prod(shape[start:stop])),
+                                  int(np.prod(shape[stop:])))
+        result = f"{out}_{step}"
+        lines.append(f"{result}_in = np.ascontiguousarray({source}).reshape(({before}, {reduced}, {after}))")
+        if after == 1:
+            lines += [f"{result} = np.empty({before}, {dtype})",
+                      f"for _i in range({before}):",
+                      f"    {result}[_i] = np.{kind}({result}_in[_i, :, 0])"]
+        elif kind == "sum":
+            lines += [f"{result} = np.zeros(({before}, {after}), {dtype})",
+                      f"for _i in range({before}):",
+                      f"    {result}_row = {result}[_i]",
+                      f"    for _r in range({reduced}):",
+                      f"        {result}_row += {result}_in[_i, _r]"]
+        else:
+            lines += [f"{result} = np.empty(({before}, {after}), {dtype})",
+                      f"for _i in range({before}):",
+                      f"    for _j in range({after}):",
+                      f"        {result}[_i, _j] = np.max({result}_in[_i, :, _j])"]
+        source, shape = result, shape[:start] + shape[stop:]
+    return lines + [f"{out} = {source}.reshape({op.out.aval.shape})"]
+
+
+# reduce_sum: the cotangent is broadcast back over the summed axes
+register("reduce_sum", lambda x, axes: Aval(reduced(x, axes).shape, "i64" if x.dtype == "bool" else x.dtype),
+         lambda x, axes: np.sum(x, axis=axes), lambda out, ins, op: emit_reduction(out, ins, op, "sum"),
+         lambda g, out, x, axes: (bind("broadcast_to", bind("reshape", g, shape=keepdims_shape(x.shape, axes)),
+                                       shape=x.shape),))
+
+
+def reduce_max_vjp(g, out, x, axes):
+    # the cotangent is shared among the elements that attain the maximum
+    kept_shape = keepdims_shape(x.shape, axes)
+    at_max = x == bind("broadcast_to", bind("reshape", out, shape=kept_shape), shape=x.shape)
+    share = g / bind("reduce_sum", at_max, axes=axes)
+    return (at_max * bind("broadcast_to", bind("reshape", share, shape=kept_shape), shape=x.shape),)
+
+
+# reduce_max: maximum over axes
+register("reduce_max", reduced, lambda x, axes: np.max(x, axis=axes),
+         lambda out, ins, op: emit_reduction(out, ins, op, "max"), reduce_max_vjp)
+
+
+def emit_reshape(out: str, ins: list[str], op: Op):
+    shape = op.param["shape"]
+    if op.inputs[0].aval.shape == ():
+        return f"np.full({shape}, {ins[0]})"
+    if shape == ():
+        return f"{ins[0]}.flat[0]"
+    return f"np.ascontiguousarray({ins[0]}).reshape({shape})"
+
+
+def reshape_rule(x: Aval, shape):
+    if x.size != int(np.prod(shape)):
+        raise ShapeError(f"reshape: cannot reshape {x} into shape {shape}")
+    return Aval(shape, x.dtype)
+
+
+# reshape: same elements, new shape
+register("reshape", reshape_rule, lambda x, shape: np.reshape(x, shape), emit_reshape,
+         lambda g, out, x, shape: (bind("reshape", g, shape=x.shape),))
+
+
+def emit_broadcast_to(out: str, ins: list[str], op: Op):
+    shape = op.param["shape"]
+    if op.inputs[0].aval.shape == ():
+        return f"np.full({shape}, {ins[0]})"
+    return f"{ins[0]} + np.zeros({shape}, {numpy_dtype(op.out.aval.dtype)})"
+
+
+def broadcast_to_rule(x: Aval, shape):
+    if broadcast_shapes("broadcast_to", x, Aval(shape)) != shape:
+        raise ShapeError(f"broadcast_to: cannot broadcast {x} to shape {shape}")
+    return Aval(shape, x.dtype)
+
+
+# broadcast_to: the AD pass sums the cotangent back over the broadcast axes
+register("broadcast_to", broadcast_to_rule, lambda x, shape: np.broadcast_to(x, shape).copy(), emit_broadcast_to,
+         lambda g, out, x, shape: (g,))
+
+# transpose: permute axes; the cotangent goes through the inverse permutation
+register("transpose", lambda x, perm: Aval(tuple(x.shape[i] for i in perm), x.dtype),
+         lambda x, perm: np.transpose(x, perm),
+         lambda out, ins, op: f"{ins[0]}.T" if op.param["perm"] == (1, 0) else f"np.transpose({ins[0]}, {op.param['perm']})",
+         lambda g, out, x, perm: (bind("transpose", g, perm=tuple(np.argsort(perm).tolist())),))
+
+
+def matmul_rule(x: Aval, y: Aval) -> Aval:
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[0]:
+        raise ShapeError(f"matmul: shapes {x} and {y} do not fit (need (n,k) @ (k,m))")
+    return Aval((x.shape[0], y.shape[1]), promote(x, y))
+
+
+# matmul: 2-d by 2-d; tnp.matmul reshapes 1-d operands to 2-d around it
+register("matmul", matmul_rule, np.matmul, "{0} @ {1}",
+         lambda g, out, x, y: (g @ bind("transpose", y, perm=(1, 0)), bind("transpose", x, perm=(1, 0)) @ g))
+
+# -- indexing ----------------------------------------------------------------------------
+
+
+def slice_text(index) -> str:
+    parts = []
+    for start, stop, step in index:
+        stop_text = "" if stop < 0 else str(stop)  # a negative stop only ends a backward slice at 0
+        parts.append(f"{start}:{stop_text}:{step}")
+    return ", ".join(parts)
+
+
+def sliced_shape(index) -> tuple[int, ...]:
+    return tuple(len(range(start, stop, step)) for start, stop, step in index)
+
+
+def emit_pad(out: str, ins: list[str], op: Op):
+    return [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
+            f"{out}_view = {out}[{slice_text(op.param['index'])}]",
+            f"{out}_view += {ins[0]}"]  # in place on a view: numba compiles slice assignment slowly
+
+
+def pad_impl(x, shape, index):
+    out = np.zeros(shape, x.dtype)
+    out[tuple(slice(a, b if b >= 0 else None, c) for a, b, c in index)] = x
+    return out
+
+
+# slice: basic slicing, one (start, stop, step) per axis
+register("slice", lambda x, index: Aval(sliced_shape(index), x.dtype),
+         lambda x, index: x[tuple(slice(a, b if b >= 0 else None, c) for a, b, c in index)],
+         lambda out, ins, op: f"{ins[0]}[{slice_text(op.param['index'])}]",
+         lambda g, out, x, index: (bind("pad", g, shape=x.shape, index=index),))
+
+# pad: zeros of `shape` with x written at `index` (the adjoint of slice)
+register("pad", lambda x, shape, index: Aval(shape, x.dtype), pad_impl, emit_pad,
+         lambda g, out, x, shape, index: (bind("slice", g, index=index),))
+
+
+def gather_rule(x: Aval, *indices: Aval) -> Aval:
+    if len(indices) > x.ndim or any(i.dtype != "i64" or i.shape != indices[0].shape or i.ndim != 1
+                                    for i in indices):
+        raise ShapeError(f"gather: cannot index {x} with {', '.join(map(str, indices))}")
+    return Aval(indices[0].shape + x.shape[len(indices):], x.dtype)
+
+
+def emit_gather(out: str, ins: list[str], op: Op):
+    at = ", ".join(f"{i}[_k]" for i in ins[1:])
+    lines = [f"{out} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})",
+             f"for _k in range({op.out.aval.shape[0]}):"]
+    if op.out.aval.ndim == 1:
+        return lines + [f"    {out}[_k] = {ins[0]}[{at}]"]
+    return lines + [f"    {out}_row = {out}[_k]",  # rows are added in place: numba compiles row assignment slowly
+                    f"    {out}_row += {ins[0]}[{at}]"]
+
+
+def emit_scatter_add(out: str, ins: list[str], op: Op):
+    at = ", ".join(f"{i}[_k]" for i in ins[1:])
+    lines = [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
+             f"for _k in range({op.inputs[0].aval.shape[0]}):"]
+    if op.inputs[0].aval.ndim == 1:
+        return lines + [f"    {out}[{at}] += {ins[0]}[_k]"]
+    return lines + [f"    {out}_row = {out}[{at}]",
+                    f"    {out}_row += {ins[0]}[_k]"]
+
+
+def scatter_add_impl(x, *indices, shape):
+    out = np.zeros(shape, x.dtype)
+    np.add.at(out, tuple(indices), x)
+    return out
+
+
+# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes
+register("gather", gather_rule, lambda x, *indices: x[tuple(indices)], emit_gather,
+         lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),) + (None,) * len(indices))
+
+# scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather)
+register("scatter_add", lambda x, *indices, shape: Aval(shape, x.dtype), scatter_add_impl, emit_scatter_add,
+         lambda g, out, x, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices))

@@ -1,0 +1,135 @@
+"""Pytrees: nested tuples, lists, dicts and None over leaves (floats, ints, arrays)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+
+LEAF = None  # the structure of a leaf
+
+
+@attrs.frozen
+class TreeDef:
+    """The structure of a pytree without its leaves; hashable, so it can key a cache."""
+
+    structure: Any
+    num_leaves: int
+
+    def __repr__(self) -> str:
+        return f"TreeDef({show(self.structure)})"
+
+
+def show(structure) -> str:
+    if structure is LEAF:
+        return "*"
+    kind, keys, children = structure
+    if kind is type(None):
+        return "None"
+    if kind is dict:
+        return "{" + ", ".join(f"{k!r}: {show(c)}" for k, c in zip(keys, children)) + "}"
+    inner = ", ".join(show(c) for c in children)
+    return f"[{inner}]" if kind is list else f"({inner}{',' if len(children) == 1 else ''})" if kind is tuple \
+        else f"{kind.__name__}({inner})"
+
+
+def dict_keys(node: dict) -> tuple:
+    try:
+        return tuple(sorted(node))
+    except TypeError:  # keys that do not sort keep their order
+        return tuple(node)
+
+
+def flatten_into(node, leaves: list, describe_leaf: Callable = lambda leaf: LEAF):
+    """Append the leaves of `node` to `leaves`; return its structure, each leaf marked by `describe_leaf`."""
+    kind = type(node)
+    if kind is tuple or kind is list or (isinstance(node, tuple) and hasattr(node, "_fields")):
+        return kind, None, tuple([flatten_into(child, leaves, describe_leaf) for child in node])
+    if kind is dict:
+        keys = dict_keys(node)
+        return kind, keys, tuple([flatten_into(node[k], leaves, describe_leaf) for k in keys])
+    if node is None:
+        return kind, None, ()
+    leaves.append(node)
+    return describe_leaf(node)
+
+
+def tree_flatten(tree) -> tuple[list, TreeDef]:
+    """The leaves of `tree` in order, and its structure."""
+    leaves: list = []
+    structure = flatten_into(tree, leaves)
+    return leaves, TreeDef(structure, len(leaves))
+
+
+def build(structure, leaves):
+    if structure is LEAF:
+        return next(leaves)
+    kind, keys, children = structure
+    if kind is type(None):
+        return None
+    values = [build(child, leaves) for child in children]
+    if kind is dict:
+        return dict(zip(keys, values))
+    if kind is tuple or kind is list:
+        return kind(values)
+    return kind(*values)  # a namedtuple
+
+
+def tree_unflatten(treedef: TreeDef, leaves) -> Any:
+    """The pytree of structure `treedef` holding `leaves`."""
+    leaves = list(leaves)
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"{treedef} has {treedef.num_leaves} leaves, got {len(leaves)}")
+    return build(treedef.structure, iter(leaves))
+
+
+def tree_leaves(tree) -> list:
+    return tree_flatten(tree)[0]
+
+
+def tree_map(f: Callable, tree, *rest) -> Any:
+    """Apply `f` leafwise over pytrees of the same structure, giving a pytree of that structure."""
+    leaves, treedef = tree_flatten(tree)
+    others = [tree_flatten(r) for r in rest]
+    for other_leaves, other_def in others:
+        if other_def != treedef:
+            raise ValueError(f"tree_map: pytree structures differ: {treedef} and {other_def}")
+    return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *(o[0] for o in others))])
+
+
+def unflattener(treedef: TreeDef) -> Callable[[tuple], Any]:
+    """A fast `leaves -> pytree` for one structure, generated as a Python expression."""
+    namespace: dict = {}
+    counter = iter(range(treedef.num_leaves))
+
+    def expression(structure) -> str:
+        if structure is LEAF:
+            return f"leaves[{next(counter)}]"
+        kind, keys, children = structure
+        if kind is type(None):
+            return "None"
+        parts = [expression(child) for child in children]
+        if kind is dict:
+            return "{" + ", ".join(f"{k!r}: {p}" for k, p in zip(keys, parts)) + "}"
+        if kind is list:
+            return "[" + ", ".join(parts) + "]"
+        if kind is tuple:
+            return "(" + "".join(p + ", " for p in parts) + ")"
+        namespace[f"kind{len(namespace)}"] = kind
+        return f"kind{len(namespace) - 1}(" + ", ".join(parts) + ")"
+
+    if treedef.structure is LEAF:
+        return lambda leaves: leaves[0]
+    if all(key_text_is_literal(treedef.structure)):
+        return eval(f"lambda leaves: {expression(treedef.structure)}", namespace)
+    return lambda leaves: tree_unflatten(treedef, leaves)
+
+
+def key_text_is_literal(structure):
+    """Whether every dict key prints as a Python literal that reads back as itself."""
+    if structure is LEAF:
+        return
+    kind, keys, children = structure
+    for key in keys or ():
+        yield type(key) in (str, int, float, bool) and eval(repr(key)) == key
+    for child in children:
+        yield from key_text_is_literal(child)
