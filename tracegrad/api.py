@@ -294,7 +294,8 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, backend: str):
         if with_value:
             value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
             return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", backend)
-        kept = select_outputs(joint, range(1, len(joint.program.outputs)))
+        n_aux = aux_tree.num_leaves
+        kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux)])
         result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
         return Compiled(kept, result, "grad", backend)
 

@@ -42,6 +42,7 @@ class SourceWriter:
         for var in program.constvars + program.inputs:
             self.name(var)
         self.defined_here = {op.out for op in program.ops}
+        self.known = self.defined_here | set(program.constvars) | set(program.inputs)
 
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
@@ -61,6 +62,10 @@ class SourceWriter:
         forward = op.adjoint_of
         if forward.out in self.defined_here:
             return f"# adjoint of {self.statement(forward)[0]}  ({source})"
+        emit = PRIMITIVES[forward.primitive].emit
+        if isinstance(emit, str) and all(x in self.known for x in forward.inputs if isinstance(x, Var)):
+            # the forward op itself was not needed: show what it computed
+            return f"# adjoint of {emit.format(*map(self.atom, forward.inputs), **forward.param)}  ({source})"
         return f"# adjoint of {forward.primitive}  ({source})"
 
     def body(self, ops) -> list[str]:
@@ -166,4 +171,5 @@ def python_backend(function):
         with np.errstate(all="ignore"):
             return function(*(np.float64(a) if type(a) is float else a for a in args))
 
+    run.__wrapped__ = function
     return run

@@ -33,6 +33,7 @@ class Aval:
 
 
 SCALAR = Aval(())
+SCALAR_AVALS = {float: SCALAR, int: Aval((), "i64"), bool: Aval((), "bool")}
 
 
 @attrs.frozen(eq=False)
@@ -50,8 +51,7 @@ class Literal:
 
     @property
     def aval(self) -> Aval:
-        dtype = "bool" if isinstance(self.value, bool) else "i64" if isinstance(self.value, int) else "f64"
-        return Aval((), dtype)
+        return SCALAR_AVALS[type(self.value)]
 
 
 Atom = Var | Literal
@@ -140,9 +140,8 @@ def format_param(value) -> str:
 def print_program(program: Program) -> str:
     name = Namer()
     binders = lambda variables: " ".join(f"{name(v)}:{v.aval}" for v in variables)
-    head = binders(program.inputs)
-    if program.constvars:
-        head = f"{binders(program.constvars)} ; {head}"
+    head = binders(program.constvars) + " ; " if program.constvars else ""
+    head += binders(program.inputs)
     lines = [f"{{ lambda {head} . let"]
     for op in program.ops:
         params = ",".join(f"{k}={format_param(v)}" for k, v in op.params)

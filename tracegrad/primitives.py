@@ -47,10 +47,14 @@ def register(name, shape_rule, impl, emit, vjp, neutral=None) -> None:
 
 
 def promote(*avals: Aval) -> str:
-    return max((a.dtype for a in avals), key=DTYPES.index)
+    dtypes = {a.dtype for a in avals}
+    return dtypes.pop() if len(dtypes) == 1 else max(dtypes, key=DTYPES.index)
 
 
 def broadcast_shapes(name: str, *avals: Aval) -> tuple[int, ...]:
+    shapes = {a.shape for a in avals} - {()}
+    if len(shapes) <= 1:  # the common case: equal shapes, or scalars with one shape
+        return shapes.pop() if shapes else ()
     try:
         return tuple(np.broadcast_shapes(*(a.shape for a in avals)))
     except ValueError:

@@ -69,7 +69,7 @@ class Builder:
             check_alive(value)
             return self.constvar(value, value.aval)  # a value of an enclosing trace, captured
         if isinstance(value, (bool, int, float)):
-            return Literal(value)
+            return Literal(value if type(value) in (bool, int, float) else float(value))  # np.float64 too
         if isinstance(value, (np.generic, np.ndarray)):
             array = as_traceable_array(value)
             if array.ndim == 0:
@@ -142,8 +142,6 @@ def as_traceable_array(value) -> np.ndarray:
 
 def bind(primitive: str, *args, **params):
     """Apply a primitive: stage it if a Tracer is among `args`, else compute it with NumPy."""
-    from .primitives import PRIMITIVES
-
     if not any(isinstance(a, Tracer) for a in args):
         return PRIMITIVES[primitive].impl(*args, **params)
     builder = current_builder()
@@ -201,15 +199,16 @@ def replay(program: Program, consts, args) -> tuple[dict, dict]:
     env.update(zip(program.inputs, args))
     new_op: dict[Op, Op] = {}
     builder = current_builder()
-    for op in program.ops:
-        inputs = [x.value if isinstance(x, Literal) else env[x] for x in op.inputs]
-        if builder is None:
-            env[op.out] = bind(op.primitive, *inputs, **op.param)
-            continue
-        with builder.annotations(op.source, new_op.get(op.adjoint_of)):
-            env[op.out] = out = bind(op.primitive, *inputs, **op.param)
-        if isinstance(out, Tracer) and builder.ops and builder.ops[-1].out is out.var:
-            new_op[op] = builder.ops[-1]
+    if builder is None:
+        for op in program.ops:
+            env[op.out] = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
+        return env, new_op
+    with builder.annotations(None, None):
+        for op in program.ops:
+            builder.source, builder.adjoint_of = op.source, new_op.get(op.adjoint_of)
+            env[op.out] = out = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
+            if isinstance(out, Tracer) and builder.ops and builder.ops[-1].out is out.var:
+                new_op[op] = builder.ops[-1]
     return env, new_op
 
 
@@ -349,4 +348,5 @@ class Tracer:
         return tnp.dispatch_function(func, args, kwargs)
 
 
-from . import numpy as tnp  # noqa: E402  (tnp builds on Tracer and bind, defined above)
+from . import numpy as tnp  # noqa: E402  (tnp and the registry build on Tracer and bind, defined above)
+from .primitives import PRIMITIVES  # noqa: E402

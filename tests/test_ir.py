@@ -1,0 +1,127 @@
+"""Golden tests: the printed IR and the generated source, so a diff shows what changed."""
+import numpy as np
+import pytest
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+from tracegrad.ir import Aval, IRTypeError, Literal, Op, Program, Var, variable_names
+
+
+def f(a, b, c):
+    return -a**3 + tnp.sin(3 * b) - 1.0 / c + b**2.5 - a**0.5
+
+
+F_LINE = f.__code__.co_firstlineno + 1
+
+F_IR = """\
+{ lambda a:f64[] b:f64[] c:f64[] . let
+    d:f64[] = pow a 3.0
+    e:f64[] = neg d
+    f:f64[] = mul 3.0 b
+    g:f64[] = sin f
+    h:f64[] = add e g
+    i:f64[] = div 1.0 c
+    j:f64[] = sub h i
+    k:f64[] = pow b 2.5
+    l:f64[] = add j k
+    m:f64[] = pow a 0.5
+    n:f64[] = sub l m
+  in ( n ) }"""
+
+GRAD_F_IR = """\
+{ lambda a:f64[] b:f64[] c:f64[] . let
+    d:f64[] = mul 3.0 b
+    e:f64[] = div 1.0 c
+    f:f64[] = pow a -0.5
+    g:f64[] = mul -0.5 f
+    h:f64[] = pow b 1.5
+    i:f64[] = mul 2.5 h
+    j:f64[] = div e c
+    k:f64[] = cos d
+    l:f64[] = mul k 3.0
+    m:f64[] = add i l
+    n:f64[] = pow a 2.0
+    o:f64[] = mul -3.0 n
+    p:f64[] = add g o
+  in ( p m j ) }"""
+
+GRAD_F_SOURCE = """\
+def grad(a, b, c):
+    # test_ir.py:{line}
+    d = 3.0 * b
+    e = 1.0 / c
+    # adjoint of a ** 0.5  (test_ir.py:{line})
+    f = a ** (-0.5)
+    g = (-0.5) * f
+    # adjoint of b ** 2.5  (test_ir.py:{line})
+    h = b ** 1.5
+    i = 2.5 * h
+    # adjoint of e = 1.0 / c  (test_ir.py:{line})
+    j = e / c
+    # adjoint of np.sin(d)  (test_ir.py:{line})
+    k = np.cos(d)
+    # adjoint of d = 3.0 * b  (test_ir.py:{line})
+    l = k * 3.0
+    m = i + l
+    # adjoint of a ** 3.0  (test_ir.py:{line})
+    n = a ** 2.0
+    o = (-3.0) * n
+    p = g + o
+    return (p, m, j, )
+"""
+
+
+def test_printed_ir_of_the_exercise():
+    assert str(tg.make_ir(f)(2.0, 3.0, 4.0)) == F_IR
+
+
+def test_printed_ir_of_its_gradient():
+    assert str(tg.make_ir(tg.grad(f, argnums=(0, 1, 2)))(2.0, 3.0, 4.0)) == GRAD_F_IR
+
+
+def test_generated_source_of_the_gradient():
+    source = tg.grad(f, argnums=(0, 1, 2)).lower(2.0, 3.0, 4.0).source
+    assert source == GRAD_F_SOURCE.format(line=F_LINE)
+
+
+def test_constants_shapes_and_params_print():
+    weights = np.ones((2, 3))
+    program = tg.make_ir(lambda x: tnp.sum(x @ weights, axis=0))(np.ones((4, 2)))
+    assert str(program) == """\
+{ lambda a:f64[2,3] ; b:f64[4,2] . let
+    c:f64[4,3] = matmul b a
+    d:f64[3] = reduce_sum[axes=(0,)] c
+  in ( d ) }"""
+
+
+def test_names_skip_python_keywords_and_np():
+    names = [name for _, name in zip(range(26 * 30), variable_names())]
+    assert len(set(names)) == len(names)
+    assert not {"if", "in", "is", "or", "np", "as", "def", "for"} & set(names)
+    assert names[:3] == ["a", "b", "c"] and names[26] == "ba"
+
+
+def test_programs_are_immutable_and_vars_compare_by_identity():
+    program = tg.make_ir(f)(2.0, 3.0, 4.0)
+    with pytest.raises(AttributeError):
+        program.ops = ()
+    assert Var(Aval(())) != Var(Aval(()))
+    assert Literal(1.0) == Literal(1.0)
+
+
+def test_typecheck_rejects_broken_programs():
+    x = Var(Aval((3,)))
+    out = Var(Aval((4,)))  # wrong shape for an elementwise op on f64[3]
+    with pytest.raises(IRTypeError, match="rule gives"):
+        tg.typecheck(Program((), (x,), (Op("exp", (x,), out),), (out,)))
+    undefined = Var(Aval((3,)))
+    y = Var(Aval((3,)))
+    with pytest.raises(IRTypeError, match="before it is defined"):
+        tg.typecheck(Program((), (x,), (Op("add", (x, undefined), y),), (y,)))
+
+
+def test_every_pass_output_typechecks():
+    program = tg.make_ir(f)(2.0, 3.0, 4.0)
+    tg.typecheck(program)
+    tg.typecheck(tg.make_ir(tg.grad(f, argnums=(0, 1, 2)))(2.0, 3.0, 4.0))
+    tg.typecheck(tg.make_ir(tg.grad(tg.grad(f)))(2.0, 3.0, 4.0))
