@@ -156,6 +156,8 @@ class Compiled:
         self.name = name
         self.backend = backend
         self.unflatten = unflattener(result_tree)
+        if backend != "python":
+            self.finish = self.unflatten  # numba already returns Python scalars
 
     @property
     def ir(self) -> Program:
@@ -193,7 +195,7 @@ class Transformed:
         self.build = build
         self.static_argnums = static_argnums
         self.cache: dict = {}
-        self.by_float_arguments: dict = {}  # the fast path: every argument a Python float
+        self.by_float_arguments: dict = {}  # the fast path: every argument a Python float, keyed by their types
         self.lock = threading.Lock()
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
@@ -213,12 +215,12 @@ class Transformed:
                 if not any(isinstance(c, Tracer) for c in entry.consts):
                     self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
                     if not self.static_argnums and all(type(a) is float for a in args):
-                        self.by_float_arguments[len(args)] = entry
+                        self.by_float_arguments[(float,) * len(args)] = entry
         return entry
 
     def __call__(self, *args):
-        entry = self.by_float_arguments.get(len(args))
-        if entry is not None and all([type(a) is float for a in args]):
+        entry = self.by_float_arguments.get(tuple(map(type, args)))
+        if entry is not None:
             return entry.finish(entry.function(*entry.consts, *args))
         leaves: list = []
         key = self.key(args, leaves)

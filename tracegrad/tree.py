@@ -119,6 +119,8 @@ def unflattener(treedef: TreeDef) -> Callable[[tuple], Any]:
 
     if treedef.structure is LEAF:
         return lambda leaves: leaves[0]
+    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
+        return tuple  # compiled code already returns a tuple
     if all(key_text_is_literal(treedef.structure)):
         return eval(f"lambda leaves: {expression(treedef.structure)}", namespace)
     return lambda leaves: tree_unflatten(treedef, leaves)
