@@ -7,13 +7,14 @@
     tg.jit(train_step)(params, x, y) # traced once per signature, compiled
     print(tg.make_ir(loss)(params))  # the program, printed like a jaxpr
 """
-from . import errors
+from . import errors, nn, optim
 from .api import cache_info, check_grads, grad, jit, make_ir, value_and_grad, vjp
 from .config import config
+from .graph import draw, to_dot
 from .ir import Program, typecheck
 from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
 __version__ = "0.1.0"
 
-__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "cache_info", "config",
-           "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors"]
+__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "cache_info", "config", "to_dot", "draw",
+           "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

@@ -6,6 +6,8 @@ other: printable, compilable, and differentiable again.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import trace
@@ -45,8 +47,11 @@ def depends_on(program: Program, sources) -> set[Var]:
     return active
 
 
-def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: list[Var]) -> list:
-    """Apply the VJP rules in reverse; return the cotangent of each Var in `wrt`."""
+def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: list[Var]) -> dict:
+    """Apply the VJP rules in reverse, in the current trace or on NumPy values.
+
+    Returns the cotangent of every Var that depends on `wrt` and reaches an output.
+    """
     active = depends_on(program, wrt)
     cotangents: dict[Var, object] = {}
 
@@ -58,16 +63,16 @@ def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: 
             accumulate(out, sum_to_shape(cotangent, out.aval.shape))
     builder = trace.current_builder()
     for op in reversed(program.ops):
-        g = cotangents.pop(op.out, None)
+        g = cotangents.get(op.out)
         if g is None:
             continue
         inputs = [read(env, x) for x in op.inputs]
-        with builder.annotations(op.source, new_op.get(op)):
+        with builder.annotations(op.source, new_op.get(op)) if builder else contextlib.nullcontext():
             input_cotangents = PRIMITIVES[op.primitive].vjp(g, env[op.out], *inputs, **op.param)
             for x, cotangent in zip(op.inputs, input_cotangents):
                 if cotangent is not None and x in active:
                     accumulate(x, sum_to_shape(cotangent, x.aval.shape))
-    return [cotangents.get(v, zeros(v.aval)) if v in active else zeros(v.aval) for v in wrt]
+    return cotangents
 
 
 def vjp_program(traced: Traced, wrt: list[int], seed_first_output: bool) -> Traced:
@@ -84,8 +89,9 @@ def vjp_program(traced: Traced, wrt: list[int], seed_first_output: bool) -> Trac
         primals, given = args[:n_inputs], args[n_inputs:]
         env, new_op = trace.replay(program, traced.consts, primals)
         seeds = [1.0] + [None] * (len(program.outputs) - 1) if seed_first_output else list(given)
-        input_cotangents = backward(program, env, new_op, seeds, [program.inputs[i] for i in wrt])
-        return [read(env, x) for x in program.outputs] + input_cotangents
+        wrt_vars = [program.inputs[i] for i in wrt]
+        cotangents = backward(program, env, new_op, seeds, wrt_vars)
+        return [read(env, x) for x in program.outputs] + [cotangents.get(v, zeros(v.aval)) for v in wrt_vars]
 
     cotangent_avals = [] if seed_first_output else [Aval(x.aval.shape, "f64") for x in program.outputs]
     return trace.trace_flat(joint, [v.aval for v in program.inputs] + cotangent_avals)

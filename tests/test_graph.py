@@ -1,0 +1,49 @@
+"""micrograd's draw_dot view: DOT text with each value's data and gradient."""
+import re
+
+import numpy as np
+import pytest
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+
+
+def test_dot_shows_every_value_with_data_and_gradient():
+    def f(a, b):
+        c = a * b
+        return tnp.tanh(c + c)
+
+    dot = tg.to_dot(f)(2.0, -0.3)
+    assert dot.startswith("digraph program {") and dot.rstrip().endswith("}")
+    records = dict(re.findall(r'  (\w+) \[shape=record, label="\{ (.*?) \}"\];', dot))
+    assert set(records) == {"a", "b", "c", "d", "e"}
+    t = np.tanh(-1.2)
+    assert records["a"] == f"a: f64[] | data 2.0000 | grad {2 * -0.3 * (1 - t * t):.4f}"
+    assert records["b"] == f"b: f64[] | data -0.3000 | grad {2 * 2.0 * (1 - t * t):.4f}"
+    assert records["c"].endswith(f"grad {2 * (1 - t * t):.4f}")  # used twice: both cotangents summed
+    assert records["e"] == f"e: f64[] | data {t:.4f} | grad 1.0000"
+    ops = re.findall(r'  (op\d+) \[shape=oval, label="(.*?)"\];', dot)
+    assert [label for _, label in ops] == ["mul a b", "add c c", "tanh d"]  # as the IR prints them
+    assert dot.count("c -> op1;") == 2
+    assert "a -> op0;" in dot and "op2 -> e;" in dot
+
+
+def test_dot_of_arrays_and_a_vector_output():
+    dot = tg.to_dot(lambda x, w: tnp.tanh(x @ w))(np.ones((2, 3)), np.full((3, 1), 0.1))
+    assert "a: f64[2,3] | data mean 1.0000 }" in dot  # no gradients for a vector output
+    assert 'label="matmul a b"' in dot and "grad" not in dot
+
+
+def test_draw_explains_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_graphviz(name, *args, **kwargs):
+        if name == "graphviz":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_graphviz)
+    with pytest.raises(ImportError, match="pip install graphviz"):
+        tg.draw(lambda a: a * 2.0, str(tmp_path / "g.svg"))(1.0)

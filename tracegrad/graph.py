@@ -1,0 +1,93 @@
+"""Pictures of programs: micrograd's `draw_dot` view, with data and gradient on every value.
+
+`tg.to_dot(fun)(*args)` gives Graphviz DOT text; `tg.draw(fun, "graph.svg")(*args)` renders
+it with the `graphviz` package (and Graphviz's `dot` program).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import ad, trace
+from .api import Signature, trace_function
+from .ir import Namer, Var
+
+
+def summary(value) -> str:
+    """A value in a few characters: the number, a short vector, or shape and mean."""
+    array = np.asarray(value, dtype=float)
+    if array.ndim == 0:
+        return f"{float(array):.4f}"
+    if array.size <= 4:
+        return "[" + ", ".join(f"{x:.4f}" for x in array.ravel()) + "]"
+    return f"mean {array.mean():.4f}"
+
+
+def escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("{", "\\{").replace("}", "\\}") \
+        .replace("|", "\\|").replace("<", "\\<").replace(">", "\\>")
+
+
+def to_dot(fun: Callable) -> Callable[..., str]:
+    """A function giving the DOT text of `fun` traced on its arguments.
+
+    Each value is a record node with its name, type, forward value and (when `fun` returns
+    a float scalar) the gradient of the output with respect to it; each op is an oval node.
+    """
+
+    def dot(*args) -> str:
+        signature = Signature.of(args)
+        traced, _ = trace_function(fun, (), signature)
+        program = traced.program
+        leaves = [float(x) if isinstance(x, int) else x for x in signature.leaves]
+        values, _ = trace.replay(program, traced.consts, leaves)
+        gradients = {}
+        if len(program.outputs) == 1 and program.outputs[0].aval.shape == () \
+                and program.outputs[0].aval.dtype == "f64":
+            gradients = ad.backward(program, values, {}, [1.0], list(program.inputs))
+        name = Namer()
+        lines = ["digraph program {", "  rankdir=LR;", '  node [fontname="monospace"];']
+
+        def value_node(var: Var) -> str:
+            fields = [f"{name(var)}: {var.aval}", f"data {summary(values[var])}"]
+            if gradients:
+                fields.append(f"grad {summary(gradients.get(var, np.zeros(var.aval.shape)))}")
+            lines.append(f'  {name(var)} [shape=record, label="{{ {" | ".join(map(escape, fields))} }}"];')
+            return name(var)
+
+        for var in program.constvars + program.inputs:
+            value_node(var)
+        for index, op in enumerate(program.ops):
+            params = ",".join(f"{k}={v}" for k, v in op.params)
+            label = " ".join([op.primitive + (f"[{params}]" if params else "")] + [name(x) for x in op.inputs])
+            lines.append(f'  op{index} [shape=oval, label="{escape(label)}"];')
+            for x in op.inputs:
+                if isinstance(x, Var):
+                    lines.append(f"  {name(x)} -> op{index};")
+            lines.append(f"  op{index} -> {value_node(op.out)};")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    return dot
+
+
+def draw(fun: Callable, filename: str = "graph.svg") -> Callable[..., str]:
+    """A function that renders `fun`'s program on its arguments to `filename` (.svg or .png).
+
+    Needs the `graphviz` Python package and Graphviz's `dot` program.
+    """
+
+    def render(*args) -> str:
+        try:
+            import graphviz
+        except ImportError:
+            raise ImportError("tg.draw needs the graphviz package: pip install graphviz "
+                              "(and Graphviz itself, e.g. apt-get install graphviz); "
+                              "tg.to_dot(fun)(*args) gives the DOT text without it") from None
+        extension = filename.rpartition(".")[2]
+        if extension not in ("svg", "png"):
+            raise ValueError(f"draw writes .svg or .png files, not {filename!r}")
+        return graphviz.Source(to_dot(fun)(*args)).render(outfile=filename, format=extension, cleanup=True)
+
+    return render
