@@ -185,7 +185,9 @@ def test_lowered_shows_ir_and_commented_source(python_backend):
     lowered = tg.jit(tg.grad(lambda x: tnp.sum(tnp.exp(x)))).lower(np.ones(3))
     assert "exp" in str(lowered.ir)
     assert "# adjoint of" in lowered.source
-    np.testing.assert_allclose(lowered([np.zeros(3)]), np.ones(3))
+    np.testing.assert_allclose(lowered(np.zeros(3)), np.ones(3))
+    with pytest.raises(TypeError, match="signature"):
+        lowered(np.zeros(4))
 
 
 def test_generated_source_is_in_linecache(backend):
@@ -210,7 +212,7 @@ def test_long_programs_are_split_into_parts(python_backend, monkeypatch):
     expected = 1.0
     for _ in range(30):
         expected = expected * 1.01 + 0.01
-    assert lowered([1.0]) == pytest.approx(expected, rel=1e-14)
+    assert lowered(1.0) == pytest.approx(expected, rel=1e-14)
     assert tg.grad(long)(1.0) == pytest.approx(1.01**30, rel=1e-12)
 
 

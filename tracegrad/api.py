@@ -227,10 +227,28 @@ class Transformed:
         entry = self.cache.get(key) or self.compiled(args, key)
         return entry(leaves)
 
-    def lower(self, *args) -> Compiled:
-        """The traced program (`.ir`), its generated `.source`, callable on flat leaves."""
+    def lower(self, *args) -> Lowered:
+        """The traced program (`.ir`) and generated `.source` for these arguments; callable like the function."""
         key = self.key(args, [])
-        return self.cache.get(key) or self.compiled(args, key)
+        return Lowered(self, self.cache.get(key) or self.compiled(args, key))
+
+
+@attrs.frozen(eq=False)
+class Lowered:
+    """A transformed function specialised to one signature: its program, its source, its code."""
+
+    transformed: Transformed
+    compiled: Compiled
+
+    ir = property(lambda self: self.compiled.ir)
+    source = property(lambda self: self.compiled.source)
+    function = property(lambda self: self.compiled.function)  # the compiled function of the source
+
+    def __call__(self, *args):
+        leaves: list = []
+        if self.transformed.key(args, leaves) not in self.transformed.cache:
+            raise TypeError("a lowered function takes arguments of the signature it was lowered for")
+        return self.compiled(leaves)
 
 
 _transforms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
