@@ -1,6 +1,12 @@
+import os
+import tempfile
+
 import pytest
 
-import tracegrad as tg
+# a private compile cache for the test session, so runs never share entries with the user's
+os.environ["TRACEGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="tracegrad-test-cache-")
+
+import tracegrad as tg  # noqa: E402
 
 
 @pytest.fixture(params=["python", "numba"])

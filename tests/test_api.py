@@ -195,8 +195,8 @@ def test_generated_source_is_in_linecache(backend):
     function = lowered.function
     function = getattr(function, "py_func", None) or function.__wrapped__
     assert inspect.getsource(function) == lowered.source
-    filename = function.__code__.co_filename
-    assert linecache.getline(filename, 1).startswith("def ")
+    code = function.__code__
+    assert linecache.getline(code.co_filename, code.co_firstlineno).startswith("def ")
 
 
 def test_long_programs_are_split_into_parts(python_backend, monkeypatch):

@@ -14,6 +14,7 @@ import types
 
 import numpy as np
 
+from . import disk_cache
 from .ir import Literal, Namer, Op, Program, Var
 from .primitives import PRIMITIVES
 
@@ -127,11 +128,21 @@ def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
     return "\n".join(texts) + "\n"
 
 
-def jit_compile(function):
+def jit_compile(function, cache: bool):
     """The one call to numba.njit: NumPy's error model (1/0 is inf, not an exception)."""
     import numba
 
-    return numba.njit(function, error_model="numpy", nogil=True)
+    return numba.njit(function, error_model="numpy", nogil=True, cache=cache)
+
+
+def execute(source: str, name: str) -> dict:
+    """Run generated source in a fresh namespace, registered in linecache for tracebacks and pdb."""
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    filename = f"<tracegrad {name} {digest}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"np": np, "__name__": f"tracegrad_generated_{digest}"}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
 
 
 _loaded: dict[tuple[str, str], object] = {}
@@ -147,15 +158,13 @@ def load(source: str, name: str, backend: str):
     function = _loaded.get(key)
     if function is not None:
         return function
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-    filename = f"<tracegrad {name} {digest}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"np": np}
-    exec(compile(source, filename, "exec"), namespace)
-    functions = [key for key, value in namespace.items() if isinstance(value, types.FunctionType)]
+    module = disk_cache.load_module(source) if backend == "numba" else None
+    namespace = module.__dict__ if module else execute(source, name)
+    functions = [key for key, value in namespace.items()
+                 if isinstance(value, types.FunctionType) and value.__module__ == namespace.get("__name__")]
     if backend == "numba":
         for function_name in functions:
-            namespace[function_name] = jit_compile(namespace[function_name])
+            namespace[function_name] = jit_compile(namespace[function_name], cache=module is not None)
         function = namespace[name]
     else:
         function = python_backend(namespace[name])

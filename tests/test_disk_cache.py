@@ -1,0 +1,82 @@
+"""The on-disk cache of generated modules: reused across processes, never trusting a changed file."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tracegrad import disk_cache
+
+SOURCE = "def double(a):\n    return (a * 2.0, )\n"
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(path))
+    monkeypatch.delenv("TRACEGRAD_DISABLE_CACHE", raising=False)
+    yield path
+    for name in [n for n in sys.modules if n.startswith("tracegrad_cache.")]:
+        del sys.modules[name]
+
+
+def entry(cache_dir):
+    (path,) = cache_dir.glob("tg_*.py")
+    return path
+
+
+def test_an_entry_is_written_once_privately_and_imported(cache_dir):
+    module = disk_cache.load_module(SOURCE)
+    assert module.double(1.5) == (3.0,)
+    path = entry(cache_dir)
+    assert path.read_text() == disk_cache.HEADER + SOURCE
+    assert cache_dir.stat().st_mode & 0o777 == 0o700
+    written = path.stat().st_mtime_ns
+    del sys.modules[module.__name__]  # as in a new process
+    assert disk_cache.load_module(SOURCE).double(2.0) == (4.0,)
+    assert path.stat().st_mtime_ns == written
+    assert not list(cache_dir.glob(".tmp-*"))
+
+
+def test_a_changed_entry_is_replaced_not_executed(cache_dir):
+    module = disk_cache.load_module(SOURCE)
+    del sys.modules[module.__name__]
+    path = entry(cache_dir)
+    path.write_text("raise SystemExit('a tampered cache entry was executed')\n")
+    with pytest.warns(UserWarning, match="damaged or foreign"):
+        reloaded = disk_cache.load_module(SOURCE)
+    assert reloaded.double(1.0) == (2.0,)
+    assert path.read_text() == disk_cache.HEADER + SOURCE
+
+
+def test_the_cache_can_be_turned_off(cache_dir, monkeypatch):
+    monkeypatch.setenv("TRACEGRAD_DISABLE_CACHE", "1")
+    assert disk_cache.load_module(SOURCE) is None
+    assert not cache_dir.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_directory_writable_by_others_is_refused(cache_dir):
+    cache_dir.mkdir()
+    cache_dir.chmod(0o777)
+    with pytest.warns(UserWarning, match="writable by others"):
+        assert disk_cache.load_module(SOURCE) is None
+
+
+def test_a_second_process_loads_numbas_machine_code_from_the_cache(cache_dir):
+    script = textwrap.dedent("""
+        import tracegrad as tg, tracegrad.numpy as tnp
+        grad = tg.grad(lambda x: tnp.sin(x) * x)
+        print(grad(0.5))
+        function = grad.lower(0.5).function
+        print(sum(function.stats.cache_hits.values()), sum(function.stats.cache_misses.values()))
+    """)
+    environment = dict(os.environ, TRACEGRAD_CACHE_DIR=str(cache_dir), TRACEGRAD_BACKEND="numba")
+    runs = [subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    first, second = (run.stdout.split("\n") for run in runs)
+    assert first[0] == second[0]
+    assert first[1] == "0 1"  # hits, misses: compiled
+    assert second[1] == "1 0"  # loaded from the cache
