@@ -177,11 +177,17 @@ class Compiled:
         return self.unflatten(outputs)
 
     def __call__(self, leaves):
-        if any(isinstance(x, Tracer) for x in leaves):
+        if self.traced_arguments:  # inside another transformation: inline the program
             return self.unflatten(trace.inline(self.traced, leaves))
-        if any(needs_preparing(x) for x in leaves):
+        if self.prepare_arguments:
             leaves = [prepare_leaf(x) for x in leaves]
         return self.finish(self.function(*self.consts, *leaves))
+
+    def for_signature(self, leaves) -> Compiled:
+        """Note how arguments of this signature reach the code (same for every call with it)."""
+        self.traced_arguments = any(isinstance(x, Tracer) for x in leaves)
+        self.prepare_arguments = any(needs_preparing(x) for x in leaves)
+        return self
 
 
 # -- the staged-function machinery -------------------------------------------------------
@@ -211,7 +217,8 @@ class Transformed:
         with self.lock:
             entry = self.cache.get(key)
             if entry is None:
-                entry = self.build(Signature.of(args, self.static_argnums))
+                signature = Signature.of(args, self.static_argnums)
+                entry = self.build(signature).for_signature(signature.leaves)
                 if not any(isinstance(c, Tracer) for c in entry.consts):
                     self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
                     if not self.static_argnums and all(type(a) is float for a in args):
@@ -388,18 +395,20 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     n_outputs = len(traced.program.outputs)
     joint = ad.vjp_program(traced, wrt, seed_first_output=False)
     forward, backward = ad.split_forward_backward(joint, len(signature.leaves), n_outputs)
-    results = Compiled(forward, TreeDef((list, None, (LEAF,) * len(forward.program.outputs)),
-                                        len(forward.program.outputs)), "forward", backend)(signature.leaves)
+    flat_list = lambda n: TreeDef((list, None, (LEAF,) * n), n)
+    results = Compiled(forward, flat_list(len(forward.program.outputs)), "forward", backend) \
+        .for_signature(signature.leaves)(signature.leaves)
     outputs, residuals = results[:n_outputs], results[n_outputs:]
     cotangent_tree = tuple_tree(*signature.treedefs)
-    adjoint = Compiled(backward, TreeDef((list, None, (LEAF,) * len(wrt)), len(wrt)), "backward", backend)
+    adjoint = Compiled(backward, flat_list(len(wrt)), "backward", backend)
 
     def pullback(cotangent):
         leaves, tree = tree_flatten(cotangent)
         if tree != out_tree:
             raise ValueError(f"the cotangent must have the structure of the output, {out_tree}; got {tree}")
         cotangents = [None] * len(signature.leaves)
-        for index, value in zip(wrt, adjoint(list(residuals) + leaves)):
+        leaves = list(residuals) + leaves
+        for index, value in zip(wrt, adjoint.for_signature(leaves)(leaves)):
             cotangents[index] = value
         return tree_unflatten(cotangent_tree, cotangents)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import attrs
+import numpy as np
 
 LEAF = None  # the structure of a leaf
 
@@ -42,6 +43,9 @@ def dict_keys(node: dict) -> tuple:
 def flatten_into(node, leaves: list, describe_leaf: Callable = lambda leaf: LEAF):
     """Append the leaves of `node` to `leaves`; return its structure, each leaf marked by `describe_leaf`."""
     kind = type(node)
+    if kind is float or kind is np.ndarray:  # the common leaves first: this runs on every call
+        leaves.append(node)
+        return describe_leaf(node)
     if kind is tuple or kind is list or (isinstance(node, tuple) and hasattr(node, "_fields")):
         return kind, None, tuple([flatten_into(child, leaves, describe_leaf) for child in node])
     if kind is dict:
