@@ -16,7 +16,8 @@ import attrs
 import numpy as np
 
 from . import ad, codegen, trace
-from .config import config
+from .config import Config, config
+from . import errors
 from .errors import NonScalarOutputError
 from .ir import Aval, Program
 from .passes import select_outputs
@@ -40,8 +41,10 @@ def leaf_aval(leaf) -> Aval:
         return Aval((), "bool")
     if isinstance(leaf, (np.floating, np.integer)):
         return Aval(())
-    raise TypeError(f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}); "
-                    "leaves must be floats, ints or NumPy arrays (nested in tuples, lists and dicts)")
+    raise errors.UnsupportedLeafError(
+        f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}) "
+        f"(at {trace.where_text(trace.user_source_line())}); leaves must be floats, ints or NumPy arrays, "
+        "nested in tuples, lists and dicts (pass other values as static arguments of tg.jit)")
 
 
 def leaf_key(leaf):
@@ -86,8 +89,9 @@ def python_value(value):
 
 def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
-        raise TypeError(f"a traced function returned a leaf of type {type(leaf).__name__}; "
-                        "return floats, arrays and traced values (in tuples, lists and dicts)")
+        raise errors.UnsupportedLeafError(
+            f"a traced function returned a leaf of type {type(leaf).__name__}; "
+            "return floats, arrays and traced values (in tuples, lists and dicts)")
     return leaf
 
 
@@ -149,14 +153,14 @@ def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Si
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
-    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, backend: str):
+    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config):
         self.traced = traced
         self.consts = traced.consts
         self.result_tree = result_tree
         self.name = name
-        self.backend = backend
+        self.settings = settings
         self.unflatten = unflattener(result_tree)
-        if backend != "python":
+        if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
 
     @property
@@ -165,14 +169,14 @@ class Compiled:
 
     @property
     def source(self) -> str:
-        return codegen.generate_source(self.traced.program, self.name)
+        return codegen.generate_source(self.traced.program, self.name, self.settings.debug_nans)
 
     @functools.cached_property
     def function(self) -> Callable:
-        return codegen.load(self.source, self.name, self.backend)
+        return codegen.load(self.source, self.name, self.settings.backend)
 
     def finish(self, outputs):
-        if self.backend == "python":
+        if self.settings.backend == "python":
             outputs = [python_value(x) for x in outputs]
         return self.unflatten(outputs)
 
@@ -267,7 +271,7 @@ def transformed(fun: Callable, options: tuple, make: Callable[[], Transformed]) 
         per_function = _transforms.setdefault(fun, {})
     except TypeError:  # not weakly referenceable: no sharing
         return make()
-    key = options + (config.backend,)
+    key = options + attrs.astuple(config)
     if key not in per_function:
         per_function[key] = make()
     return per_function[key]
@@ -280,7 +284,8 @@ def normalize_argnums(argnums, n_args: int) -> tuple[int, ...]:
     numbers = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for n in numbers:
         if not -n_args <= n < n_args:
-            raise ValueError(f"argnums {argnums} is out of range for a call with {n_args} positional arguments")
+            raise errors.ArgnumsError(f"argnums {argnums} is out of range for a call with {n_args} positional "
+                                      f"arguments (at {trace.where_text(trace.user_source_line())})")
     return tuple(n % n_args for n in numbers)
 
 
@@ -290,13 +295,15 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
         for index in signature.leaf_range(argnum):
             aval = leaf_aval(signature.leaves[index])
             if aval.dtype != "f64":
-                raise TypeError(f"argument {argnum} holds a leaf of type {aval}; gradients are taken only with "
-                                "respect to float values (pass integer arrays such as labels as another argument)")
+                raise errors.NonDifferentiableArgumentError(
+                    f"argument {argnum} holds a leaf of type {aval} (at {trace.where_text(trace.user_source_line())}); "
+                    "gradients are taken only with respect to float values: pass integer arrays such as labels "
+                    "as an argument that argnums does not name")
             wrt.append(index)
     return wrt
 
 
-def build_gradient(fun, argnums, has_aux: bool, with_value: bool, backend: str):
+def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Config):
     def build(signature: Signature) -> Compiled:
         numbers = normalize_argnums(argnums, len(signature.treedefs))
         traced, out_tree = trace_function(fun, (), signature)
@@ -320,11 +327,11 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, backend: str):
         grads_tree = grads_trees[0] if isinstance(argnums, int) else tuple_tree(*grads_trees)
         if with_value:
             value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
-            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", backend)
+            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", settings)
         n_aux = aux_tree.num_leaves
         kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux)])
         result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
-        return Compiled(kept, result, "grad", backend)
+        return Compiled(kept, result, "grad", settings)
 
     return build
 
@@ -338,14 +345,14 @@ def grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = Fals
     """
     options = ("grad", argnums, has_aux)
     return transformed(fun, options, lambda: Transformed(
-        fun, build_gradient(fun, argnums, has_aux, with_value=False, backend=config.backend)))
+        fun, build_gradient(fun, argnums, has_aux, with_value=False, settings=config.snapshot())))
 
 
 def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
     """Like `grad`, but returns `(value, gradient)`, or `((value, aux), gradient)` with `has_aux`."""
     options = ("value_and_grad", argnums, has_aux)
     return transformed(fun, options, lambda: Transformed(
-        fun, build_gradient(fun, argnums, has_aux, with_value=True, backend=config.backend)))
+        fun, build_gradient(fun, argnums, has_aux, with_value=True, settings=config.snapshot())))
 
 
 # -- jit, make_ir ------------------------------------------------------------------------
@@ -359,11 +366,11 @@ def jit(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Transforme
     (`.ir`) and its generated `.source`.
     """
     static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
-    backend = config.backend
+    settings = config.snapshot()
 
     def build(signature: Signature) -> Compiled:
         traced, out_tree = trace_function(fun, static, signature)
-        return Compiled(traced, out_tree, getattr(fun, "__name__", "fun").replace("<lambda>", "fun"), backend)
+        return Compiled(traced, out_tree, getattr(fun, "__name__", "fun").replace("<lambda>", "fun"), settings)
 
     return transformed(fun, ("jit", static), lambda: Transformed(fun, build, static))
 
@@ -388,7 +395,7 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     The forward and the adjoint are two compiled programs; the values the adjoint needs
     (residuals) pass from one to the other.
     """
-    backend = config.backend
+    settings = config.snapshot()
     signature = Signature.of(primals)
     traced, out_tree = trace_function(fun, (), signature)
     wrt = [i for i, x in enumerate(signature.leaves) if leaf_aval(x).dtype == "f64"]
@@ -396,11 +403,11 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     joint = ad.vjp_program(traced, wrt, seed_first_output=False)
     forward, backward = ad.split_forward_backward(joint, len(signature.leaves), n_outputs)
     flat_list = lambda n: TreeDef((list, None, (LEAF,) * n), n)
-    results = Compiled(forward, flat_list(len(forward.program.outputs)), "forward", backend) \
+    results = Compiled(forward, flat_list(len(forward.program.outputs)), "forward", settings) \
         .for_signature(signature.leaves)(signature.leaves)
     outputs, residuals = results[:n_outputs], results[n_outputs:]
     cotangent_tree = tuple_tree(*signature.treedefs)
-    adjoint = Compiled(backward, flat_list(len(wrt)), "backward", backend)
+    adjoint = Compiled(backward, flat_list(len(wrt)), "backward", settings)
 
     def pullback(cotangent):
         leaves, tree = tree_flatten(cotangent)

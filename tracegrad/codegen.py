@@ -37,8 +37,9 @@ def literal_text(value) -> str:
 class SourceWriter:
     """Names the Vars of one program (as its printer does) and writes its statements."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, check_finite: bool = False):
         self.program = program
+        self.check_finite = check_finite
         self.name = Namer()
         for var in program.constvars + program.inputs:
             self.name(var)
@@ -77,7 +78,18 @@ class SourceWriter:
                 lines.append(comment)
                 last_comment = comment
             lines.extend(self.statement(op))
+            if self.check_finite and op.out.aval.dtype == "f64":
+                lines.extend(self.finiteness_check(op))
         return lines
+
+    def finiteness_check(self, op: Op) -> list[str]:
+        """tg.config.debug_nans: stop at the first op whose value is nan or inf, naming it."""
+        out = self.name(op.out)
+        where = f"{op.source[0]}:{op.source[1]}" if op.source else "an unknown line"
+        phase = f"the adjoint of {op.adjoint_of.primitive}" if op.adjoint_of else "the forward pass"
+        message = f"{op.primitive} produced nan or inf in {phase}, at {where}"
+        test = f"np.isfinite({out})" if op.out.aval.shape == () else f"np.isfinite({out}).all()"
+        return [f"if not {test}:", f"    raise FloatingPointError({message!r})"]
 
     def result(self, atom) -> str:
         text = self.atom(atom)
@@ -93,9 +105,12 @@ def function_text(name: str, params: list[str], body: list[str], results: list[s
     return lines
 
 
-def generate_source(program: Program, name: str) -> str:
-    """The Python source of `program` as a function `name(*constvars, *inputs)`."""
-    writer = SourceWriter(program)
+def generate_source(program: Program, name: str, check_finite: bool = False) -> str:
+    """The Python source of `program` as a function `name(*constvars, *inputs)`.
+
+    With `check_finite`, each float value is checked as soon as it is computed.
+    """
+    writer = SourceWriter(program, check_finite)
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if len(program.ops) <= MAX_OPS_PER_FUNCTION:
         body = writer.body(program.ops)

@@ -23,3 +23,19 @@ class NonScalarOutputError(TypeError):
 
 class LeakedTracerError(RuntimeError):
     """A traced value used after the trace that made it has ended."""
+
+
+class UnsupportedLeafError(TypeError):
+    """A pytree leaf tracegrad cannot take: a string, an object, a complex array."""
+
+
+class ArgnumsError(ValueError):
+    """`argnums` out of range for the call."""
+
+
+class NonDifferentiableArgumentError(TypeError):
+    """`argnums` points at an integer or boolean value."""
+
+
+class TreeStructureError(ValueError):
+    """Pytrees whose structures should match and do not."""

@@ -6,6 +6,8 @@ from typing import Any, Callable
 import attrs
 import numpy as np
 
+from .errors import TreeStructureError
+
 LEAF = None  # the structure of a leaf
 
 
@@ -96,7 +98,7 @@ def tree_map(f: Callable, tree, *rest) -> Any:
     others = [tree_flatten(r) for r in rest]
     for other_leaves, other_def in others:
         if other_def != treedef:
-            raise ValueError(f"tree_map: pytree structures differ: {treedef} and {other_def}")
+            raise TreeStructureError(f"tree_map: pytree structures differ: {treedef} and {other_def}")
     return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *(o[0] for o in others))])
 
 
