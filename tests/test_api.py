@@ -223,3 +223,27 @@ def test_a_deep_program_does_not_hit_the_recursion_limit(python_backend):
         return x
 
     assert tg.grad(deep)(1.0) == pytest.approx(0.99999**50_000, rel=1e-9)
+
+
+def test_closed_over_arrays_are_constants_fixed_at_trace_time(python_backend):
+    weights = np.array([1.0, 2.0])
+    jitted = tg.jit(lambda x: tnp.sum(weights * x))
+    assert jitted(np.ones(2)) == 3.0
+    weights[:] = 10.0  # mutating a captured array does not reach the traced program
+    assert jitted(np.ones(2)) == 3.0
+    assert tg.jit(lambda x: tnp.sum(weights * x))(np.ones(2)) == 20.0  # a new trace sees the new values
+
+
+def test_threads_calling_one_jitted_function_trace_once(python_backend):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def g(x):
+        return tnp.sum(tnp.tanh(x) * 3.0)
+
+    jitted = tg.jit(g)
+    before = tg.cache_info()["traces"]
+    inputs = [np.full(5, i / 10) for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(jitted, inputs))
+    assert results == [pytest.approx(np.sum(np.tanh(x) * 3.0)) for x in inputs]
+    assert tg.cache_info()["traces"] == before + 1

@@ -51,7 +51,8 @@ class Builder:
         self.ops: list[Op] = []
         self.constvars: list[Var] = []
         self.consts: list = []
-        self.const_of: dict[int, Var] = {}  # id(value) -> its constvar; the value is kept alive in consts
+        self.const_of: dict[int, Var] = {}  # id(value) -> its constvar
+        self.captured: list = []
         self.source: SourceLine | None = None  # set while replaying a program, to keep its lines
         self.adjoint_of: Op | None = None
         self.active = True
@@ -74,16 +75,19 @@ class Builder:
             array = as_traceable_array(value)
             if array.ndim == 0:
                 return Literal(array.item())
-            return self.constvar(array, Aval(array.shape, dtype_name(array.dtype)))
+            # a copy: closed-over arrays are constants, fixed when the function is traced
+            return self.constvar(value, Aval(array.shape, dtype_name(array.dtype)), stored=array.copy())
         raise TypeError(f"tracegrad cannot trace a value of type {type(value).__name__} "
                         f"(at {where_text(user_source_line())}); use floats, ints and NumPy arrays")
 
-    def constvar(self, value, aval: Aval) -> Var:
+    def constvar(self, value, aval: Aval, stored=None) -> Var:
+        """The Var of a value captured by this trace; `stored` (default: the value) is what the program keeps."""
         var = self.const_of.get(id(value))
         if var is None:
             var = self.const_of[id(value)] = Var(aval)
             self.constvars.append(var)
-            self.consts.append(value)
+            self.consts.append(value if stored is None else stored)
+            self.captured.append(value)  # alive while the trace is, so its id is not reused
         return var
 
     def add_op(self, primitive: str, inputs, aval: Aval, params: dict) -> Tracer:
