@@ -80,3 +80,21 @@ def test_a_second_process_loads_numbas_machine_code_from_the_cache(cache_dir):
     assert first[0] == second[0]
     assert first[1] == "0 1"  # hits, misses: compiled
     assert second[1] == "1 0"  # loaded from the cache
+
+
+def test_two_processes_compiling_the_same_function_leave_one_valid_entry(cache_dir):
+    script = textwrap.dedent("""
+        import sys
+        import tracegrad as tg, tracegrad.numpy as tnp
+        print(tg.grad(lambda x: tnp.exp(x) * x)(float(sys.argv[1])))
+    """)
+    environment = dict(os.environ, TRACEGRAD_CACHE_DIR=str(cache_dir), TRACEGRAD_BACKEND="numba")
+    processes = [subprocess.Popen([sys.executable, "-c", script, value], env=environment, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for value in ("1.0", "2.0")]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    for (out, _), x in zip(outputs, (1.0, 2.0)):
+        assert float(out) == pytest.approx(2.718281828459045 ** x * (1 + x))
+    (path,) = cache_dir.glob("tg_*.py")
+    assert path.read_text().startswith(disk_cache.HEADER)
+    assert not list(cache_dir.glob(".tmp-*"))
