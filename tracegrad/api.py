@@ -169,7 +169,8 @@ class Compiled:
 
     @property
     def source(self) -> str:
-        return codegen.generate_source(self.traced.program, self.name, self.settings.debug_nans)
+        return codegen.generate_source(self.traced.program, self.name, check_finite=self.settings.debug_nans,
+                                       fuse=self.settings.backend == "numba")
 
     @functools.cached_property
     def function(self) -> Callable:

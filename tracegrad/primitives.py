@@ -8,6 +8,8 @@ Each paragraph holds, side by side:
   vjp         (g, out, *inputs, **params) -> one cotangent per input, None where there is none
   neutral     optionally (value, positions): a literal `value` at one of those positions leaves
               the other operand unchanged (`x * 1.0`, `0.0 + x`), so bind skips the op
+  scalar      for elementwise primitives, the template of one element, used inside fused loops
+              (`elementwise=True` takes the emit template)
 
 VJP rules build IR by calling primitives on tracers, never strings. A cotangent may have the
 broadcast shape of the output; the AD pass sums it back to its input's shape.
@@ -34,13 +36,14 @@ class Primitive:
     emit: str | Callable[..., str | list[str]]
     vjp: Callable
     neutral: tuple[float, tuple[int, ...]] | None = None
+    scalar: str | None = None
 
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def register(name, shape_rule, impl, emit, vjp, neutral=None) -> None:
-    PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral)
+def register(name, shape_rule, impl, emit, vjp, neutral=None, elementwise=False, scalar=None) -> None:
+    PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral, scalar or (emit if elementwise else None))
 
 
 # -- shared shape rules ------------------------------------------------------------------
@@ -82,69 +85,72 @@ def numpy_dtype(dtype: str) -> str:
 
 # neg: -x
 register("neg", arithmetic("neg"), np.negative, "-{0}",
-         lambda g, out, x: (-g,))
+         lambda g, out, x: (-g,), elementwise=True)
 
 # add: x + y
 register("add", arithmetic("add"), np.add, "{0} + {1}",
-         lambda g, out, x, y: (g, g), neutral=(0.0, (0, 1)))
+         lambda g, out, x, y: (g, g), neutral=(0.0, (0, 1)), elementwise=True)
 
 # sub: x - y
 register("sub", arithmetic("sub"), np.subtract, "{0} - {1}",
-         lambda g, out, x, y: (g, -g), neutral=(0.0, (1,)))
+         lambda g, out, x, y: (g, -g), neutral=(0.0, (1,)), elementwise=True)
 
 # mul: x * y
 register("mul", arithmetic("mul"), np.multiply, "{0} * {1}",
-         lambda g, out, x, y: (g * y, g * x), neutral=(1.0, (0, 1)))
+         lambda g, out, x, y: (g * y, g * x), neutral=(1.0, (0, 1)), elementwise=True)
 
 # div: x / y (true division, always float)
 register("div", lambda x, y: Aval(broadcast_shapes("div", x, y), "f64"), np.true_divide, "{0} / {1}",
-         lambda g, out, x, y: (g / y, -g * out / y), neutral=(1.0, (1,)))
+         lambda g, out, x, y: (g / y, -g * out / y), neutral=(1.0, (1,)), elementwise=True)
 
 # pow: x ** y; d/dx = y x^(y-1), d/dy = log(x) x^y
 register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}",
-         lambda g, out, x, y: (g * y * x ** (y - 1.0), g * bind("log", x) * out), neutral=(1.0, (1,)))
+         lambda g, out, x, y: (g * y * x ** (y - 1.0), g * bind("log", x) * out),
+         neutral=(1.0, (1,)), elementwise=True)
 
 # maximum: ties split the cotangent evenly, as in JAX
 register("maximum", arithmetic("maximum"), np.maximum, "np.maximum({0}, {1})",
-         lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y))))
+         lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y))),
+         elementwise=True)
 
 # minimum: ties split the cotangent evenly
 register("minimum", arithmetic("minimum"), np.minimum, "np.minimum({0}, {1})",
-         lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y))))
+         lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y))),
+         elementwise=True)
 
 # -- elementwise functions ---------------------------------------------------------------
 
 # exp: d/dx e^x = e^x
 register("exp", float_unary, np.exp, "np.exp({0})",
-         lambda g, out, x: (g * out,))
+         lambda g, out, x: (g * out,), elementwise=True)
 
 # log: d/dx log x = 1/x
 register("log", float_unary, np.log, "np.log({0})",
-         lambda g, out, x: (g / x,))
+         lambda g, out, x: (g / x,), elementwise=True)
 
 # tanh: d/dx tanh x = 1 - tanh^2 x
 register("tanh", float_unary, np.tanh, "np.tanh({0})",
-         lambda g, out, x: (g * (1.0 - out * out),))
+         lambda g, out, x: (g * (1.0 - out * out),), elementwise=True)
 
 # sin: d/dx sin x = cos x
 register("sin", float_unary, np.sin, "np.sin({0})",
-         lambda g, out, x: (g * bind("cos", x),))
+         lambda g, out, x: (g * bind("cos", x),), elementwise=True)
 
 # cos: d/dx cos x = -sin x
 register("cos", float_unary, np.cos, "np.cos({0})",
-         lambda g, out, x: (-g * bind("sin", x),))
+         lambda g, out, x: (-g * bind("sin", x),), elementwise=True)
 
 # sqrt: d/dx sqrt x = 1 / (2 sqrt x)
 register("sqrt", float_unary, np.sqrt, "np.sqrt({0})",
-         lambda g, out, x: (g * 0.5 / out,))
+         lambda g, out, x: (g * 0.5 / out,), elementwise=True)
 
 # abs: d/dx |x| = sign x
 register("abs", arithmetic("abs"), np.abs, "np.abs({0})",
-         lambda g, out, x: (g * bind("sign", x),))
+         lambda g, out, x: (g * bind("sign", x),), elementwise=True)
 
 # sign: piecewise constant, so no cotangent flows through it
 register("sign", arithmetic("sign"), np.sign, "np.sign({0})",
-         lambda g, out, x: (None,))
+         lambda g, out, x: (None,), elementwise=True)
 
 # -- comparisons and selection -----------------------------------------------------------
 
@@ -152,7 +158,7 @@ for _name, _ufunc, _symbol in [("gt", np.greater, ">"), ("lt", np.less, "<"), ("
                                ("le", np.less_equal, "<="), ("eq", np.equal, "=="), ("ne", np.not_equal, "!=")]:
     # comparisons give booleans, which carry no cotangent
     register(_name, comparison(_name), _ufunc, "{0} %s {1}" % _symbol,
-             lambda g, out, x, y: (None, None))
+             lambda g, out, x, y: (None, None), elementwise=True)
 
 
 def emit_where(out: str, ins: list[str], op: Op):
@@ -178,7 +184,8 @@ def emit_where(out: str, ins: list[str], op: Op):
 
 # where: cond ? x : y, the cotangent goes to the branch that was taken
 register("where", lambda c, x, y: Aval(broadcast_shapes("where", c, x, y), promote(x, y)), np.where, emit_where,
-         lambda g, out, c, x, y: (None, bind("where", c, g, 0.0), bind("where", c, 0.0, g)))
+         lambda g, out, c, x, y: (None, bind("where", c, g, 0.0), bind("where", c, 0.0, g)),
+         scalar="{1} if {0} else {2}")
 
 # -- shapes ------------------------------------------------------------------------------
 
