@@ -125,3 +125,27 @@ def test_every_pass_output_typechecks():
     tg.typecheck(program)
     tg.typecheck(tg.make_ir(tg.grad(f, argnums=(0, 1, 2)))(2.0, 3.0, 4.0))
     tg.typecheck(tg.make_ir(tg.grad(tg.grad(f)))(2.0, 3.0, 4.0))
+
+
+def test_numba_source_fuses_elementwise_runs_into_one_loop():
+    def layer(x, w, b):
+        return tnp.tanh(x @ w + b) * 2.0
+
+    line = layer.__code__.co_firstlineno + 1
+    source = tg.jit(layer).lower(np.ones((2, 3)), np.ones((3, 4)), np.ones(4)).source
+    assert source == f"""\
+def layer(a, b, c):
+    # test_ir.py:{line}
+    d = a @ b
+    e = np.empty((2, 4), np.float64)
+    for _i0 in range(2):
+        for _i1 in range(4):
+            # test_ir.py:{line}
+            _f = d[_i0, _i1] + c[_i1]
+            _g = np.tanh(_f)
+            _e = _g * 2.0
+            e[_i0, _i1] = _e
+    return (e, )
+"""
+    x, w, b = np.arange(6.0).reshape(2, 3) / 10, np.ones((3, 4)) / 3, np.linspace(-1, 1, 4)
+    np.testing.assert_allclose(tg.jit(layer)(x, w, b), np.tanh(x @ w + b) * 2.0, rtol=1e-14)
