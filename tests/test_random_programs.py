@@ -5,8 +5,9 @@ Program every pass makes must typecheck, and the numba and python backends must 
 Inputs are kept inside each op's domain by construction (log(1 + a*a), a / (1 + b*b), ...);
 kinked ops (abs, maximum, where) are left to the table-driven tests, whose inputs avoid kinks.
 """
+import contextlib
+
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -63,6 +64,16 @@ def programs(draw):
     return program, (x if shape_x else float(x), y), steps
 
 
+@contextlib.contextmanager
+def backend(name: str):
+    """Hypothesis runs a test many times per fixture, so the backend is switched here instead."""
+    saved, tg.config.backend = tg.config.backend, name
+    try:
+        yield
+    finally:
+        tg.config.backend = saved
+
+
 def common(max_examples: int):
     return settings(max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     derandomize=True, database=None)
@@ -72,22 +83,16 @@ def common(max_examples: int):
 @given(programs())
 def test_gradients_match_central_differences(case):
     program, args, steps = case
-    tg.config.backend = "python"
-    try:
+    with backend("python"):
         tg.check_grads(program, args, order=1, rtol=1e-5, atol=1e-6)
-    finally:
-        tg.config.backend = "numba"
 
 
 @common(30)
 @given(programs())
 def test_second_order_gradients_match(case):
     program, args, steps = case
-    tg.config.backend = "python"
-    try:
+    with backend("python"):
         tg.check_grads(program, args, order=2, eps=1e-5, rtol=1e-4, atol=1e-5)
-    finally:
-        tg.config.backend = "numba"
 
 
 @common(30)
@@ -103,11 +108,9 @@ def test_every_pass_typechecks(case):
 @given(programs())
 def test_numba_and_python_backends_agree(case):
     program, args, steps = case
-    by_numba = tg.value_and_grad(program, argnums=(0, 1))(*args)
-    tg.config.backend = "python"
-    try:
+    with backend("numba"):
+        by_numba = tg.value_and_grad(program, argnums=(0, 1))(*args)
+    with backend("python"):
         by_python = tg.value_and_grad(program, argnums=(0, 1))(*args)
-    finally:
-        tg.config.backend = "numba"
     for a, b in zip(tg.tree_leaves(by_numba), tg.tree_leaves(by_python)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
