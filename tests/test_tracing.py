@@ -213,3 +213,13 @@ def test_a_leaked_tracer_is_reported():
     tg.jit(lambda x: leaked.append(x) or x)(1.0)
     with pytest.raises(errors.LeakedTracerError, match="outside any trace"):
         leaked[0] + 1.0
+
+
+def test_stack_builds_arrays_from_traced_values():
+    def f(a, b):
+        return tnp.stack([a * b, a + b, b]) ** 2
+
+    assert tg.jit(f)(2.0, 3.0).tolist() == [36.0, 25.0, 9.0]
+    assert tg.grad(lambda a, b: tnp.sum(f(a, b)), argnums=(0, 1))(2.0, 3.0) == (2 * 6 * 3 + 2 * 5, 2 * 6 * 2 + 2 * 5 + 6)
+    with pytest.raises(errors.TracerConversionError, match=r"tnp\.stack"):
+        tg.jit(lambda a: np.array([a, a]))(1.0)

@@ -231,7 +231,11 @@ def inline(traced: Traced, args) -> list:
 
 def conversion_error(aval: Aval, wanted: str) -> errors.TracerConversionError:
     where = where_text(user_source_line())
-    if wanted == "bool":
+    if wanted == "array":
+        advice = ("NumPy needs concrete numbers to build an array. To build one from traced values use "
+                  "tnp.stack([...]); for functions of arrays use tracegrad.numpy (tnp) or NumPy's supported "
+                  "functions, which dispatch to it.")
+    elif wanted == "bool":
         advice = ("Python `if`, `while`, `and`, `or` and `not` cannot branch on a traced value. "
                   "Use tnp.where(condition, x, y) to choose between values, or make the value a static "
                   "argument with tg.jit(fun, static_argnums=...).")
@@ -342,7 +346,7 @@ class Tracer:
         raise conversion_error(self.aval, "complex")
 
     def __array__(self, dtype=None, copy=None):
-        raise conversion_error(self.aval, "array (np.asarray)")
+        raise conversion_error(self.aval, "array")
 
     # NumPy's own functions called on tracers
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):

@@ -96,7 +96,7 @@ def tree_map(f: Callable, tree, *rest) -> Any:
     """Apply `f` leafwise over pytrees of the same structure, giving a pytree of that structure."""
     leaves, treedef = tree_flatten(tree)
     others = [tree_flatten(r) for r in rest]
-    for other_leaves, other_def in others:
+    for _, other_def in others:
         if other_def != treedef:
             raise TreeStructureError(f"tree_map: pytree structures differ: {treedef} and {other_def}")
     return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *(o[0] for o in others))])
