@@ -1,0 +1,51 @@
+"""The examples run, with small settings, and reach what they promise."""
+import builtins
+import importlib
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
+
+
+def test_micrograd_exercises():
+    results = importlib.import_module("micrograd_exercises").main()
+    checks = [label for label, value in results.items() if isinstance(value, bool)]
+    assert len(checks) == 6 and all(results[label] for label in checks)
+    assert results["symmetric error"] < results["one-sided error"] / 100
+
+
+def test_micrograd_mlp_fits_the_four_examples():
+    results = importlib.import_module("micrograd_mlp").main(steps=50, verbose=False)
+    np.testing.assert_allclose(results["predictions"], [1.0, -1.0, -1.0, 1.0], atol=0.1)
+
+
+def test_moons_reaches_full_training_accuracy(tmp_path):
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    picture = str(tmp_path / "moons.png") if has_matplotlib else None
+    results = importlib.import_module("moons").main(steps=100, picture=picture, verbose=False)
+    assert results["accuracy"] == 1.0
+    if has_matplotlib:
+        assert (tmp_path / "moons.png").stat().st_size > 1000
+
+
+def test_digits_learns():
+    pytest.importorskip("sklearn")
+    results = importlib.import_module("digits").main(epochs=3, verbose=False)
+    assert results["test_accuracy"] > 0.9
+
+
+def test_a_missing_extra_says_what_to_install(monkeypatch):
+    real_import = builtins.__import__
+
+    def without_sklearn(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_sklearn)
+    with pytest.raises(SystemExit, match=r'needs scikit-learn: pip install -e "\.\[examples\]"') as caught:
+        importlib.import_module("digits").load_digits_or_exit()
+    assert caught.value.code != 0
