@@ -8,7 +8,8 @@
     print(tg.make_ir(loss)(params))  # the program, printed like a jaxpr
 """
 from . import errors, nn, optim
-from .api import cache_info, check_grads, grad, jit, make_ir, value_and_grad, vjp
+from .api import cache_info, grad, jit, make_ir, value_and_grad, vjp
+from .check import check_grads
 from .config import config
 from .graph import draw, to_dot
 from .ir import Program, typecheck
