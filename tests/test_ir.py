@@ -149,3 +149,41 @@ def layer(a, b, c):
 """
     x, w, b = np.arange(6.0).reshape(2, 3) / 10, np.ones((3, 4)) / 3, np.linspace(-1, 1, 4)
     np.testing.assert_allclose(tg.jit(layer)(x, w, b), np.tanh(x @ w + b) * 2.0, rtol=1e-14)
+
+
+def test_large_arrays_take_numpys_simd_tanh_in_place_when_the_input_dies():
+    def layer(x, w):
+        h = x @ w
+        return tnp.tanh(h * 2.0) + tnp.exp(h)  # h lives on: exp may not overwrite it
+
+    line = layer.__code__.co_firstlineno
+    x, w = np.linspace(-1, 1, 32 * 16).reshape(32, 16), np.linspace(-1, 1, 16 * 32).reshape(16, 32)
+    source = tg.jit(layer).lower(x, w).source
+    assert source == f"""\
+def layer(a, b):
+    # test_ir.py:{line + 1}
+    c = a @ b
+    d = np.empty((32, 32), np.float64)
+    for _i0 in range(32):
+        for _i1 in range(32):
+            # test_ir.py:{line + 2}
+            _d = c[_i0, _i1] * 2.0
+            d[_i0, _i1] = _d
+    # test_ir.py:{line + 2}
+    e = d
+    with numba.objmode():  # NumPy's SIMD loop: many times faster than numba's per-element call
+        np.tanh(d, out=e)
+    # test_ir.py:{line + 2}
+    f = np.empty((32, 32), np.float64)
+    with numba.objmode():  # NumPy's SIMD loop: many times faster than numba's per-element call
+        np.exp(c, out=f)
+    g = np.empty((32, 32), np.float64)
+    for _i0 in range(32):
+        for _i1 in range(32):
+            # test_ir.py:{line + 2}
+            _g = e[_i0, _i1] + f[_i0, _i1]
+            g[_i0, _i1] = _g
+    return (g, )
+"""
+    h = x @ w
+    np.testing.assert_allclose(tg.jit(layer)(x, w), np.tanh(h * 2.0) + np.exp(h), rtol=1e-14)

@@ -10,6 +10,8 @@ Each paragraph holds, side by side:
               the other operand unchanged (`x * 1.0`, `0.0 + x`), so bind skips the op
   scalar      for elementwise primitives, the template of one element, used inside fused loops
               (`elementwise=True` takes the emit template)
+  simd_ufunc  the NumPy ufunc whose vectorised loop beats numba's per-element libm call; large
+              arrays are computed by it (in numba's object mode) instead of in a fused loop
 
 VJP rules build IR by calling primitives on tracers, never strings. A cotangent may have the
 broadcast shape of the output; the AD pass sums it back to its input's shape.
@@ -37,13 +39,16 @@ class Primitive:
     vjp: Callable
     neutral: tuple[float, tuple[int, ...]] | None = None
     scalar: str | None = None
+    simd_ufunc: str | None = None
 
 
 PRIMITIVES: dict[str, Primitive] = {}
 
 
-def register(name, shape_rule, impl, emit, vjp, neutral=None, elementwise=False, scalar=None) -> None:
-    PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral, scalar or (emit if elementwise else None))
+def register(name, shape_rule, impl, emit, vjp, neutral=None, elementwise=False, scalar=None,
+             simd_ufunc=None) -> None:
+    PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral, scalar or (emit if elementwise else None),
+                                 simd_ufunc)
 
 
 # -- shared shape rules ------------------------------------------------------------------
@@ -122,15 +127,18 @@ register("minimum", arithmetic("minimum"), np.minimum, "np.minimum({0}, {1})",
 
 # exp: d/dx e^x = e^x
 register("exp", float_unary, np.exp, "np.exp({0})",
-         lambda g, out, x: (g * out,), elementwise=True)
+         lambda g, out, x: (g * out,),
+         elementwise=True, simd_ufunc="np.exp")
 
 # log: d/dx log x = 1/x
 register("log", float_unary, np.log, "np.log({0})",
-         lambda g, out, x: (g / x,), elementwise=True)
+         lambda g, out, x: (g / x,),
+         elementwise=True, simd_ufunc="np.log")
 
 # tanh: d/dx tanh x = 1 - tanh^2 x
 register("tanh", float_unary, np.tanh, "np.tanh({0})",
-         lambda g, out, x: (g * (1.0 - out * out),), elementwise=True)
+         lambda g, out, x: (g * (1.0 - out * out),),
+         elementwise=True, simd_ufunc="np.tanh")
 
 # sin: d/dx sin x = cos x
 register("sin", float_unary, np.sin, "np.sin({0})",
