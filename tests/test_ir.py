@@ -64,7 +64,7 @@ def grad(a, b, c):
     l = k * 3.0
     m = i + l
     # adjoint of a ** 3.0  (test_ir.py:{line})
-    n = a ** 2.0
+    n = a * a
     o = (-3.0) * n
     p = g + o
     return (p, m, j, )

@@ -102,6 +102,7 @@ def test_every_pass_typechecks(case):
     tg.typecheck(tg.make_ir(program)(*args))
     tg.typecheck(tg.make_ir(tg.grad(program, argnums=(0, 1)))(*args))
     tg.typecheck(tg.make_ir(tg.grad(lambda x, y: tnp.sum(tg.grad(program)(x, y))))(*args))
+    tg.typecheck(tg.value_and_grad(program, argnums=(0, 1)).lower(*args).optimized_ir)
 
 
 @common(3)

@@ -19,7 +19,7 @@ from . import ad, codegen, errors, trace
 from .config import Config, config
 from .errors import NonScalarOutputError
 from .ir import Aval, Program
-from .passes import select_outputs
+from .passes import optimize, select_outputs
 from .trace import Traced, Tracer
 from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
 
@@ -157,7 +157,6 @@ class Compiled:
 
     def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config):
         self.traced = traced
-        self.consts = traced.consts
         self.result_tree = result_tree
         self.name = name
         self.settings = settings
@@ -169,9 +168,18 @@ class Compiled:
     def ir(self) -> Program:
         return self.traced.program
 
+    @functools.cached_property
+    def optimized(self) -> Traced:
+        """The program after the passes that run before code generation."""
+        return optimize(self.traced)
+
+    @functools.cached_property
+    def consts(self) -> tuple:
+        return self.optimized.consts
+
     @property
     def source(self) -> str:
-        return codegen.generate_source(self.traced.program, self.name, check_finite=self.settings.debug_nans,
+        return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
                                        fuse=self.settings.backend == "numba")
 
     @functools.cached_property
@@ -226,7 +234,7 @@ class Transformed:
             if entry is None:
                 signature = Signature.of(args, self.static_argnums)
                 entry = self.build(signature).for_signature(signature.leaves)
-                if not any(isinstance(c, Tracer) for c in entry.consts):
+                if not any(isinstance(c, Tracer) for c in entry.traced.consts):
                     self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
                     if not self.static_argnums and all(type(a) is float for a in args):
                         self.by_float_arguments[(float,) * len(args)] = entry
@@ -255,6 +263,7 @@ class Lowered:
     compiled: Compiled
 
     ir = property(lambda self: self.compiled.ir)
+    optimized_ir = property(lambda self: self.compiled.optimized.program)  # what .source is generated from
     source = property(lambda self: self.compiled.source)
     function = property(lambda self: self.compiled.function)  # the compiled function of the source
 

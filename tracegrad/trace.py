@@ -209,7 +209,7 @@ def replay(program: Program, consts, args) -> tuple[dict, dict]:
         return env, new_op
     with builder.annotations(None, None):
         for op in program.ops:
-            builder.source, builder.adjoint_of = op.source, new_op.get(op.adjoint_of)
+            builder.source, builder.adjoint_of = op.source, new_op.get(op.adjoint_of, op.adjoint_of)
             env[op.out] = out = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
             if isinstance(out, Tracer) and builder.ops and builder.ops[-1].out is out.var:
                 new_op[op] = builder.ops[-1]

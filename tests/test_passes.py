@@ -1,0 +1,98 @@
+"""The passes before code generation: what each rewrites, and that values do not change."""
+import numpy as np
+import pytest
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+from tracegrad.ir import Aval, Literal, Op, Program, Var
+from tracegrad.passes import eliminate_common_subexpressions, optimize, simplify
+from tracegrad.trace import Traced
+
+
+def program_of(build) -> Traced:
+    """A hand-built program: `build(x)` returns (ops, output) over one f64[3] input x."""
+    x = Var(Aval((3,)))
+    ops, out = build(x)
+    return Traced(Program((), (x,), tuple(ops), (out,)), ())
+
+
+def test_constants_fold_and_neutral_operands_drop():
+    def build(x):
+        two, one, y = Var(Aval(())), Var(Aval(())), Var(Aval((3,)))
+        return [Op("mul", (Literal(2.0), Literal(3.0)), two),       # 6.0
+                Op("sub", (two, Literal(5.0)), one),                # 1.0
+                Op("mul", (x, one), y)], y                          # x * 1.0 is x
+
+    folded = simplify(program_of(build)).program
+    assert folded.ops == () and folded.outputs == folded.inputs
+    tg.typecheck(folded)
+
+
+def test_folding_keeps_literal_types():
+    def build(x):
+        flag, y = Var(Aval((), "bool")), Var(Aval((3,)))
+        return [Op("gt", (Literal(2.0), Literal(1.0)), flag),
+                Op("where", (flag, x, Literal(0.0)), y)], y
+
+    folded = simplify(program_of(build)).program
+    assert str(folded) == "{ lambda a:f64[3] . let\n    b:f64[3] = where True a 0.0\n  in ( b ) }"
+    tg.typecheck(folded)
+
+
+@pytest.mark.parametrize("power, expected", [(2.0, ["mul"]), (3.0, ["mul", "mul"]), (-1.0, ["div"]),
+                                             (2.5, ["pow"])])
+def test_small_integer_powers_become_products(power, expected, backend):
+    fun = lambda x: x ** power
+    lowered = tg.jit(fun).lower(np.array([0.5, -2.0, 3.0]))
+    assert [op.primitive for op in lowered.optimized_ir.ops] == expected
+    x = np.array([0.5, 2.0, 3.0])
+    np.testing.assert_allclose(tg.jit(fun)(x), x ** power, rtol=1e-15)
+    np.testing.assert_allclose(tg.grad(lambda x: tnp.sum(fun(x)))(x), power * x ** (power - 1), rtol=1e-14)
+
+
+def test_common_subexpressions_are_computed_once(backend):
+    def f(x):
+        return tnp.sum(tnp.exp(x) * tnp.tanh(x)) + tnp.sum(tnp.exp(x))
+
+    x = np.linspace(-1.0, 1.0, 5)
+    lowered = tg.value_and_grad(f).lower(x)
+    primitives = [op.primitive for op in lowered.optimized_ir.ops]
+    assert [op.primitive for op in lowered.ir.ops].count("exp") == 2
+    assert primitives.count("exp") == 1 and primitives.count("tanh") == 1
+    value, gradient = lowered(x)
+    assert value == pytest.approx(np.sum(np.exp(x) * np.tanh(x)) + np.sum(np.exp(x)), rel=1e-14)
+    expected = np.exp(x) * np.tanh(x) + np.exp(x) * (1 - np.tanh(x) ** 2) + np.exp(x)
+    np.testing.assert_allclose(gradient, expected, rtol=1e-13)
+
+
+def test_the_broadcast_seed_of_ones_is_not_multiplied():
+    lowered = tg.grad(lambda x: tnp.sum(tnp.exp(x))).lower(np.ones(3))
+    assert lowered.ir.constvars  # the seed 1.0, broadcast to f64[3], is a constant array
+    assert str(lowered.optimized_ir) == "{ lambda a:f64[3] . let\n    b:f64[3] = exp a\n  in ( b ) }"
+
+
+def test_literals_that_compare_equal_but_differ_are_not_merged():
+    def build(x):
+        a, b, y = Var(Aval((3,))), Var(Aval((3,))), Var(Aval((3,)))
+        return [Op("mul", (x, Literal(0.0)), a), Op("mul", (x, Literal(-0.0)), b), Op("add", (a, b), y)], y
+
+    assert len(eliminate_common_subexpressions(program_of(build)).program.ops) == 3
+
+
+def test_adjoint_comments_survive_the_passes():
+    def f(x):
+        return tnp.sum(tnp.exp(x) * tnp.exp(x))
+
+    source = tg.grad(f).lower(np.ones(3)).source
+    assert "# adjoint of c = np.exp(a)" in source
+
+
+def test_a_deep_program_optimizes_in_linear_time():
+    x = Var(Aval(()))
+    ops, value = [], x
+    for _ in range(100_000):
+        out = Var(Aval(()))
+        ops.append(Op("add", (value, Literal(1.0)), out))
+        value = out
+    optimized = optimize(Traced(Program((), (x,), tuple(ops), (value,)), ()))
+    assert len(optimized.program.ops) == 100_000
