@@ -13,9 +13,10 @@ from .check import check_grads
 from .config import config
 from .graph import draw, to_dot
 from .ir import Program, typecheck
+from .numpy import stop_gradient
 from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
 __version__ = "0.1.0"
 
-__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "cache_info", "config", "to_dot", "draw",
+__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "stop_gradient", "cache_info", "config", "to_dot", "draw",
            "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

@@ -69,8 +69,11 @@ def sigmoid(x):
 
 
 def logsumexp(x, axis=-1, keepdims: bool = False):
-    """log(sum(exp(x))) along `axis`, shifted by the maximum so it never overflows."""
-    shift = tnp.max(x, axis=axis, keepdims=True)
+    """log(sum(exp(x))) along `axis`, shifted by the maximum so it never overflows.
+
+    The shift cancels out of the value, so no gradient needs to flow through it.
+    """
+    shift = tnp.stop_gradient(tnp.max(x, axis=axis, keepdims=True))
     summed = tnp.sum(tnp.exp(x - shift), axis=axis, keepdims=keepdims)
     return tnp.log(summed) + tnp.reshape(shift, tnp.shape(summed))
 

@@ -54,6 +54,11 @@ def equal(x, y): return bind("eq", x, y)
 def not_equal(x, y): return bind("ne", x, y)
 
 
+def stop_gradient(x):
+    """x, as a constant to differentiation: no gradient flows back through it (JAX's lax.stop_gradient)."""
+    return bind("stop_gradient", x)
+
+
 def square(x):
     return bind("mul", x, x)
 

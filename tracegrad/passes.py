@@ -95,6 +95,9 @@ def simplify(traced: Traced) -> Traced:
                 value = rule.impl(*(x.value for x in inputs), **op.param)
             rewriter.replaced[op.out] = Literal(PYTHON_TYPES[op.out.aval.dtype](value))
             continue
+        if op.primitive == "stop_gradient" and inputs[0].aval == op.out.aval:  # it matters only to the AD pass
+            rewriter.replaced[op.out] = inputs[0]
+            continue
         if rule.neutral is not None:
             kept_input = neutral_operand(rule.neutral, inputs, op)
             if kept_input is not None:

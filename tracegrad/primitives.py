@@ -160,6 +160,10 @@ register("abs", arithmetic("abs"), np.abs, "np.abs({0})",
 register("sign", arithmetic("sign"), np.sign, "np.sign({0})",
          lambda g, out, x: (None,), elementwise=True)
 
+# stop_gradient: x itself, but no cotangent flows back through it
+register("stop_gradient", float_unary, lambda x: x, "{0}",
+         lambda g, out, x: (None,))
+
 # -- comparisons and selection -----------------------------------------------------------
 
 for _name, _ufunc, _symbol in [("gt", np.greater, ">"), ("lt", np.less, "<"), ("ge", np.greater_equal, ">="),
@@ -307,7 +311,7 @@ def broadcast_to_rule(x: Aval, shape):
 
 # broadcast_to: the AD pass sums the cotangent back over the broadcast axes
 register("broadcast_to", broadcast_to_rule, lambda x, shape: np.broadcast_to(x, shape).copy(), emit_broadcast_to,
-         lambda g, out, x, shape: (g,))
+         lambda g, out, x, shape: (g,), scalar="{0}")  # in a fused loop, x is read at the broadcast index
 
 # transpose: permute axes; the cotangent goes through the inverse permutation
 register("transpose", lambda x, perm: Aval(tuple(x.shape[i] for i in perm), x.dtype),
