@@ -187,3 +187,21 @@ def layer(a, b):
 """
     h = x @ w
     np.testing.assert_allclose(tg.jit(layer)(x, w), np.tanh(h * 2.0) + np.exp(h), rtol=1e-14)
+
+
+def test_parallel_runs_large_elementwise_loops_over_cores_and_agrees():
+    def affine(x, y):
+        return x * 2.0 + y, tnp.sum(x * y, axis=1)
+
+    x, y = np.linspace(-1, 1, 256 * 256).reshape(256, 256), np.linspace(2, 3, 256)
+    serial = tg.jit(affine)
+    tg.config.parallel = True
+    try:
+        parallel = tg.jit(affine)
+    finally:
+        tg.config.parallel = False
+    assert "numba.prange" not in serial.lower(x, y).source
+    assert "for _i0 in numba.prange(256):" in parallel.lower(x, y).source
+    for by_threads, by_one in zip(parallel(x, y), serial(x, y)):
+        np.testing.assert_allclose(by_threads, by_one, rtol=1e-13)  # sums may add in another order
+    assert "numba.prange" not in parallel.lower(x[:16], y).source  # too small to pay for threads

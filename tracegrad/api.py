@@ -179,8 +179,9 @@ class Compiled:
 
     @property
     def source(self) -> str:
+        numba = self.settings.backend == "numba"
         return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
-                                       fuse=self.settings.backend == "numba")
+                                       fuse=numba, parallel=numba and self.settings.parallel)
 
     @functools.cached_property
     def function(self) -> Callable:

@@ -22,6 +22,7 @@ MAX_OPS_PER_FUNCTION = 1000  # numba compiles ~1 ms per statement and chokes pas
 # From this many elements, tanh/exp/log run in NumPy's SIMD loops: entering object mode costs ~1 µs,
 # and NumPy saves ~14 ns (tanh) or ~2 ns (exp, log) per element over numba's libm calls.
 SIMD_UFUNC_MIN_SIZE = 512
+PARALLEL_MIN_SIZE = 65536  # with tg.config.parallel: smaller loops cost more to hand out to threads than they take
 INDENT = "    "
 
 compile_count = 0  # how many distinct sources were compiled; the tests count them
@@ -40,10 +41,11 @@ def literal_text(value) -> str:
 class SourceWriter:
     """Names the Vars of one program (as its printer does) and writes its statements."""
 
-    def __init__(self, program: Program, check_finite: bool = False, fuse: bool = False):
+    def __init__(self, program: Program, check_finite: bool = False, fuse: bool = False, parallel: bool = False):
         self.program = program
         self.check_finite = check_finite
         self.fuse = fuse and not check_finite
+        self.parallel = parallel and self.fuse
         self.users: dict[Var, list[Op]] = {}
         for op in program.ops:
             for x in op.inputs:
@@ -166,7 +168,8 @@ class SourceWriter:
             return f"{self.name(atom)}[{at}]"
 
         lines = [f"{self.name(v)} = np.empty({shape}, {numpy_dtype(v.aval.dtype)})" for v in kept]
-        lines += [INDENT * d + f"for _i{d} in range({n}):" for d, n in enumerate(shape)]
+        outer = "numba.prange" if self.parallel and math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
+        lines += [INDENT * d + f"for _i{d} in {outer if d == 0 else 'range'}({n}):" for d, n in enumerate(shape)]
         depth, last_comment = INDENT * len(shape), None
         for op in group:
             comment = self.comment(op)
@@ -202,13 +205,15 @@ def function_text(name: str, params: list[str], body: list[str], results: list[s
     return lines
 
 
-def generate_source(program: Program, name: str, check_finite: bool = False, fuse: bool = False) -> str:
+def generate_source(program: Program, name: str, check_finite: bool = False, fuse: bool = False,
+                    parallel: bool = False) -> str:
     """The Python source of `program` as a function `name(*constvars, *inputs)`.
 
     With `check_finite`, each float value is checked as soon as it is computed; with `fuse`,
-    runs of elementwise ops on arrays become single loops.
+    runs of elementwise ops on arrays become single loops, and with `parallel` too, large
+    ones run their outer index on all cores.
     """
-    writer = SourceWriter(program, check_finite, fuse)
+    writer = SourceWriter(program, check_finite, fuse, parallel)
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if len(program.ops) <= MAX_OPS_PER_FUNCTION:
         body = writer.body(program.ops)
@@ -244,12 +249,14 @@ def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
 def jit_compile(function, cache: bool):
     """The one call to numba.njit: NumPy's error model (1/0 is inf, not an exception).
 
-    The GIL is released, except by functions that call NumPy in object mode.
+    The GIL is released, except by functions that call NumPy in object mode; functions with
+    `numba.prange` loops are compiled for several threads.
     """
     import numba
 
-    nogil = "objmode" not in function.__code__.co_names
-    return numba.njit(function, error_model="numpy", nogil=nogil, cache=cache)
+    names = function.__code__.co_names
+    return numba.njit(function, error_model="numpy", nogil="objmode" not in names, parallel="prange" in names,
+                      cache=cache)
 
 
 def execute(source: str, name: str) -> dict:

@@ -1,8 +1,9 @@
 """Global settings, read when a transformation is created.
 
 `tg.config.backend = "python"` runs generated code without numba; `tg.config.debug_nans = True`
-stops at the first nan or inf. The environment variables TRACEGRAD_BACKEND and
-TRACEGRAD_DEBUG_NANS set the defaults.
+stops at the first nan or inf; `tg.config.parallel = True` spreads large elementwise loops over
+the CPU's cores. The environment variables TRACEGRAD_BACKEND, TRACEGRAD_DEBUG_NANS and
+TRACEGRAD_PARALLEL set the defaults.
 """
 import os
 
@@ -16,6 +17,8 @@ class Config:
     # raise FloatingPointError at the first op whose value is nan or inf, naming its line
     debug_nans: bool = attrs.field(default=os.environ.get("TRACEGRAD_DEBUG_NANS", "") not in ("", "0"),
                                    converter=bool)
+    # numba prange over the outer index of elementwise loops of at least codegen.PARALLEL_MIN_SIZE elements
+    parallel: bool = attrs.field(default=os.environ.get("TRACEGRAD_PARALLEL", "") not in ("", "0"), converter=bool)
 
     def snapshot(self) -> "Config":
         """A copy, so a transformation keeps the settings in force when it was created."""
