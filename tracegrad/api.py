@@ -89,10 +89,18 @@ def python_value(value):
     return value
 
 
+def function_text(fun: Callable) -> str:
+    """`name (file:line)` of a Python function, for error messages."""
+    code = getattr(fun, "__code__", None)
+    where = f" (defined at {code.co_filename}:{code.co_firstlineno})" if code else ""
+    return f"{getattr(fun, '__name__', 'the function')}{where}"
+
+
 def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
         raise errors.UnsupportedLeafError(
-            f"a traced function returned a leaf of type {type(leaf).__name__}; "
+            f"a traced function returned a leaf of type {type(leaf).__name__} "
+            f"(called at {trace.where_text(trace.user_source_line())}); "
             "return floats, arrays and traced values (in tuples, lists and dicts)")
     return leaf
 
@@ -271,7 +279,9 @@ class Lowered:
     def __call__(self, *args):
         leaves: list = []
         if self.transformed.key(args, leaves) not in self.transformed.cache:
-            raise TypeError("a lowered function takes arguments of the signature it was lowered for")
+            raise TypeError(f"a lowered function takes arguments of the signature it was lowered for "
+                            f"(at {trace.where_text(trace.user_source_line())}); call the function itself "
+                            "for other shapes and types")
         return self.compiled(leaves)
 
 
@@ -323,8 +333,8 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
         if has_aux:
             if not (out_tree.structure is not LEAF and out_tree.structure[0] is tuple
                     and len(out_tree.structure[2]) == 2):
-                raise TypeError(f"with has_aux=True, {fun.__name__} must return a pair (output, aux); "
-                                f"it returned {out_tree}")
+                raise TypeError(f"with has_aux=True, {function_text(fun)} must return a pair (output, aux); "
+                                f"it returned {out_tree} (called at {trace.where_text(trace.user_source_line())})")
             value_tree = TreeDef(out_tree.structure[2][0], 1)
             aux_tree = TreeDef(out_tree.structure[2][1], out_tree.num_leaves - 1)
         else:
@@ -332,8 +342,9 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
         output = traced.program.outputs[0] if traced.program.outputs else None
         if value_tree.structure is not LEAF or output.aval != Aval(()):
             shown = output.aval if value_tree.structure is LEAF else value_tree
-            raise NonScalarOutputError(f"grad requires {fun.__name__} to return a float scalar, it returned {shown}; "
-                                       "for a vector output, sum it or use tg.vjp")
+            raise NonScalarOutputError(
+                f"grad requires {function_text(fun)} to return a float scalar, it returned {shown} "
+                f"(called at {trace.where_text(trace.user_source_line())}); for a vector output, sum it or use tg.vjp")
         wrt = differentiable_leaves(signature, numbers)
         joint = ad.vjp_program(traced, wrt, seed_first_output=True)
         grads_trees = [signature.treedefs[n] for n in numbers]

@@ -141,7 +141,8 @@ def transpose(x, axes=None):
     rank = ndim(x)
     perm = tuple(reversed(range(rank))) if axes is None else tuple(int(a) % rank for a in axes)
     if sorted(perm) != list(range(rank)):
-        raise ShapeError(f"transpose: {axes} is not a permutation of the axes of a value of rank {rank}")
+        raise ShapeError(f"transpose: {axes} is not a permutation of the axes of a value of rank {rank} "
+                         f"(at {where_text(user_source_line())}); give each axis 0..{rank - 1} once")
     if perm == tuple(range(rank)):
         return x
     return bind("transpose", x, perm=perm)
@@ -163,7 +164,8 @@ def stack(values, axis=0):
     values = list(values)
     item_shape = shape(values[0])
     if builtins.any(shape(v) != item_shape for v in values):
-        raise ShapeError(f"stack: values of different shapes {[shape(v) for v in values]}")
+        raise ShapeError(f"stack: values of different shapes {[shape(v) for v in values]} "
+                         f"(at {where_text(user_source_line())}); stack needs values of one shape")
     if not builtins.any(isinstance(v, Tracer) for v in values):
         return np.stack(values, axis)
     out_shape = (len(values),) + tuple(item_shape)
@@ -220,7 +222,7 @@ def getitem(x, index):
 def expand_ellipsis(index: tuple, rank: int) -> tuple:
     used = builtins.sum(1 for item in index if item is not None and item is not Ellipsis)
     if index.count(Ellipsis) > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
+        raise IndexError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source_line())})")
     if Ellipsis in index:
         at = index.index(Ellipsis)
         return index[:at] + (slice(None),) * (rank - used) + index[at + 1:]

@@ -139,7 +139,8 @@ def as_traceable_array(value) -> np.ndarray:
     wanted = {"bool": np.bool_, "i64": np.int64, "f64": np.float64}[dtype_name(array.dtype)]
     if array.dtype != wanted:
         if array.dtype.kind not in "biuf":
-            raise TypeError(f"tracegrad cannot trace an array of dtype {array.dtype}; use float, int or bool arrays")
+            raise TypeError(f"tracegrad cannot trace an array of dtype {array.dtype} "
+                            f"(at {where_text(user_source_line())}); use float, int or bool arrays")
         array = array.astype(wanted)
     return array
 
@@ -321,12 +322,12 @@ class Tracer:
 
     def __len__(self) -> int:
         if self.ndim == 0:
-            raise TypeError("len() of a 0-d traced value")
+            raise TypeError(f"len() of a 0-d traced value (at {where_text(user_source_line())})")
         return self.shape[0]
 
     def __iter__(self):
         if self.ndim == 0:
-            raise TypeError("iteration over a 0-d traced value")
+            raise TypeError(f"iteration over a 0-d traced value (at {where_text(user_source_line())})")
         return (self[i] for i in range(self.shape[0]))
 
     # Python needs concrete values here: fail clearly
