@@ -247,3 +247,26 @@ def test_threads_calling_one_jitted_function_trace_once(python_backend):
         results = list(pool.map(jitted, inputs))
     assert results == [pytest.approx(np.sum(np.tanh(x) * 3.0)) for x in inputs]
     assert tg.cache_info()["traces"] == before + 1
+
+
+def test_the_fast_lane_checks_structure_shapes_and_dtypes(python_backend):
+    def total(params, scale):
+        return tnp.sum(params["W"]) * scale + tnp.sum(params["b"]) * 10.0
+
+    jitted = tg.jit(total)
+    params = {"W": np.ones((2, 2)), "b": np.ones(3)}
+    assert jitted(params, 2.0) == 38.0
+    assert jitted(params, 3.0) == 42.0  # through the generated flattener
+    flatten_known, _ = jitted.last_signature
+    assert flatten_known((params, 3.0)) is not None
+    # every difference falls back to the general path, which retraces or converts
+    assert flatten_known(({"W": np.ones((2, 2)), "c": np.ones(3)}, 3.0)) is None
+    assert flatten_known(({"W": np.ones((2, 3)), "b": np.ones(3)}, 3.0)) is None
+    assert flatten_known(({"W": np.ones((2, 2), np.float32), "b": np.ones(3)}, 3.0)) is None
+    assert flatten_known(([np.ones((2, 2)), np.ones(3)], 3.0)) is None
+    assert flatten_known((params, 3)) is None
+    assert flatten_known((params,)) is None
+    assert jitted({"W": np.ones((2, 2), np.float32), "b": np.ones(3)}, 3) == 42.0
+    assert jitted({"W": np.ones((3, 3)), "b": np.ones(1)}, 1.0) == 19.0
+    assert jitted(params, 1.0) == 34.0  # alternating signatures both stay right
+    assert jitted({"W": np.ones((3, 3)), "b": np.ones(1)}, 1.0) == 19.0

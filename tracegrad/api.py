@@ -17,6 +17,7 @@ import numpy as np
 
 from . import ad, codegen, errors, trace
 from .config import Config, config
+from .fastpath import known_signature_flattener
 from .errors import NonScalarOutputError
 from .ir import Aval, Program
 from .passes import optimize, select_outputs
@@ -52,7 +53,7 @@ def leaf_key(leaf):
     if kind is float:
         return float
     if kind is np.ndarray:
-        return leaf.shape, leaf.dtype.char
+        return leaf.shape, leaf.dtype
     if isinstance(leaf, Tracer):
         return leaf.aval
     leaf_aval(leaf)  # raises for leaves tracegrad cannot take
@@ -225,7 +226,8 @@ class Transformed:
         self.build = build
         self.static_argnums = static_argnums
         self.cache: dict = {}
-        self.by_float_arguments: dict = {}  # the fast path: every argument a Python float, keyed by their types
+        self.flatteners: dict = {}  # per cache key: its fast-lane flattener, or None
+        self.last_signature = (lambda args: None, None)  # the fast lane: (flatten_known, entry)
         self.lock = threading.Lock()
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
@@ -245,17 +247,20 @@ class Transformed:
                 entry = self.build(signature).for_signature(signature.leaves)
                 if not any(isinstance(c, Tracer) for c in entry.traced.consts):
                     self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
-                    if not self.static_argnums and all(type(a) is float for a in args):
-                        self.by_float_arguments[(float,) * len(args)] = entry
+                    self.flatteners[key] = None if self.static_argnums else known_signature_flattener(key)
         return entry
 
     def __call__(self, *args):
-        entry = self.by_float_arguments.get(tuple(map(type, args)))
-        if entry is not None:
-            return entry.finish(entry.function(*entry.consts, *args))
-        leaves: list = []
+        flatten_known, entry = self.last_signature
+        leaves = flatten_known(args)
+        if leaves is not None:  # the arguments have the signature of the last call: no key to build
+            return entry.finish(entry.function(*entry.consts, *leaves))
+        leaves = []
         key = self.key(args, leaves)
         entry = self.cache.get(key) or self.compiled(args, key)
+        flatten_known = self.flatteners.get(key)
+        if flatten_known is not None and not entry.prepare_arguments:
+            self.last_signature = (flatten_known, entry)
         return entry(leaves)
 
     def lower(self, *args) -> Lowered:
