@@ -8,6 +8,10 @@ os.environ["TRACEGRAD_CACHE_DIR"] = tempfile.mkdtemp(prefix="tracegrad-test-cach
 
 import tracegrad as tg  # noqa: E402
 
+# tests of the numba backend must run numba's code from the first call; test_background_compile
+# turns the background compile back on
+tg.config.compile_in_background = False
+
 
 @pytest.fixture(params=["python", "numba"])
 def backend(request):

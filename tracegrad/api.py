@@ -97,6 +97,18 @@ def function_text(fun: Callable) -> str:
     return f"{getattr(fun, '__name__', 'the function')}{where}"
 
 
+def numba_like_outputs(run: Callable) -> Callable:
+    """The python backend's `run`, returning a tuple of Python scalars and arrays as numba does."""
+    return lambda *args: tuple([python_value(x) for x in run(*args)])
+
+
+def raising(error: BaseException) -> Callable:
+    def run(*args):
+        raise error
+
+    return run
+
+
 def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
         raise errors.UnsupportedLeafError(
@@ -170,6 +182,7 @@ class Compiled:
         self.name = name
         self.settings = settings
         self.unflatten = unflattener(result_tree)
+        self.lock = threading.Lock()
         if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
 
@@ -192,9 +205,34 @@ class Compiled:
         return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
                                        fuse=numba, parallel=numba and self.settings.parallel)
 
-    @functools.cached_property
-    def function(self) -> Callable:
+    def compiled_code(self) -> Callable:
         return codegen.load(self.source, self.name, self.settings.backend)
+
+    function = None  # the code each call runs: set by `start` on the first call
+
+    def start(self, leaves) -> Callable:
+        """Load the code; while numba compiles new code in the background, NumPy runs the same program."""
+        with self.lock:
+            if self.function is not None:
+                return self.function
+            settings = self.settings
+            if (settings.backend == "numba" and settings.compile_in_background
+                    and not codegen.is_ready(self.source, "numba")):
+                numpy_source = codegen.generate_source(self.optimized.program, self.name,
+                                                       check_finite=settings.debug_nans)
+                self.function = numba_like_outputs(codegen.load(numpy_source, self.name, "python"))
+                codegen.compile_in_background(lambda: self.finish_compiling(leaves))
+            else:
+                self.function = self.compiled_code()
+            return self.function
+
+    def finish_compiling(self, leaves) -> None:
+        try:
+            function = self.compiled_code()
+            function(*self.consts, *leaves)  # numba compiles for these argument types
+        except BaseException as error:  # the next call raises it
+            function = raising(error)
+        self.function = function
 
     def finish(self, outputs):
         if self.settings.backend == "python":
@@ -206,7 +244,8 @@ class Compiled:
             return self.unflatten(trace.inline(self.traced, leaves))
         if self.prepare_arguments:
             leaves = [prepare_leaf(x) for x in leaves]
-        return self.finish(self.function(*self.consts, *leaves))
+        function = self.function or self.start(leaves)
+        return self.finish(function(*self.consts, *leaves))
 
     def for_signature(self, leaves) -> Compiled:
         """Note how arguments of this signature reach the code (same for every call with it)."""
@@ -279,7 +318,7 @@ class Lowered:
     ir = property(lambda self: self.compiled.ir)
     optimized_ir = property(lambda self: self.compiled.optimized.program)  # what .source is generated from
     source = property(lambda self: self.compiled.source)
-    function = property(lambda self: self.compiled.function)  # the compiled function of the source
+    function = property(lambda self: self.compiled.compiled_code())  # the compiled function of the source
 
     def __call__(self, *args):
         leaves: list = []

@@ -301,6 +301,24 @@ def load(source: str, name: str, backend: str):
     return function
 
 
+def is_ready(source: str, backend: str) -> bool:
+    """Whether `load` would not need to compile: loaded in this process, or in the disk cache."""
+    return (source, backend) in _loaded or (backend == "numba" and disk_cache.has_entry(source))
+
+
+_compiler = None  # one background thread: numba compiles one function at a time anyway
+
+
+def compile_in_background(job) -> None:
+    """Run `job` on the compile thread; the interpreter waits for it at exit, so the disk cache fills."""
+    global _compiler
+    if _compiler is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracegrad-compile")
+    _compiler.submit(job)
+
+
 def python_backend(function):
     """Run generated code with plain NumPy: scalars as float64, so 1/0 is inf as under numba."""
 

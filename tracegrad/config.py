@@ -17,6 +17,9 @@ class Config:
     # raise FloatingPointError at the first op whose value is nan or inf, naming its line
     debug_nans: bool = attrs.field(default=os.environ.get("TRACEGRAD_DEBUG_NANS", "") not in ("", "0"),
                                    converter=bool)
+    # run new programs with NumPy while numba compiles them in a background thread
+    compile_in_background: bool = attrs.field(
+        default=os.environ.get("TRACEGRAD_BACKGROUND_COMPILE", "1") not in ("", "0"), converter=bool)
     # numba prange over the outer index of elementwise loops of at least codegen.PARALLEL_MIN_SIZE elements
     parallel: bool = attrs.field(default=os.environ.get("TRACEGRAD_PARALLEL", "") not in ("", "0"), converter=bool)
 

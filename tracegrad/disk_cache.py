@@ -11,7 +11,9 @@ Location: `TRACEGRAD_CACHE_DIR`, else `$XDG_CACHE_HOME/tracegrad`, else `~/.cach
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -48,12 +50,12 @@ def owned_by_user(status: os.stat_result) -> bool:
     return not hasattr(os, "getuid") or status.st_uid == os.getuid()
 
 
+@functools.cache
 def version_tag() -> str:
-    import numba
-
     from . import __version__
 
-    return f"tracegrad {__version__} numba {numba.__version__} python {sys.version_info[0]}.{sys.version_info[1]}"
+    numba_version = importlib.metadata.version("numba")  # without importing numba (0.3 s)
+    return f"tracegrad {__version__} numba {numba_version} python {sys.version_info[0]}.{sys.version_info[1]}"
 
 
 def digest(text: str) -> str:
@@ -71,17 +73,27 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def entry_path(root: Path, source: str) -> tuple[str, Path]:
+    """The module name and file of `source`'s entry."""
+    name = f"tg_{digest(HEADER + source)}"
+    return name, root / f"{name}.py"
+
+
+def has_entry(source: str) -> bool:
+    root = directory()
+    return root is not None and entry_path(root, source)[1].exists()
+
+
 def load_module(source: str) -> types.ModuleType | None:
     """The module holding `source`, imported from the cache (written first if new); None if the cache is off."""
     root = directory()
     if root is None:
         return None
     text = HEADER + source
-    name = f"tg_{digest(text)}"
+    name, path = entry_path(root, source)
     module_name = f"tracegrad_cache.{name}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    path = root / f"{name}.py"
     try:
         if path.exists() and (path.read_text() != text or not owned_by_user(path.stat())):
             warnings.warn(f"tracegrad: replacing a damaged or foreign cache entry {path}", stacklevel=3)

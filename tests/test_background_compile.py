@@ -1,0 +1,80 @@
+"""A new program runs at once with NumPy while numba compiles it in a background thread."""
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+from tracegrad import codegen
+
+
+@pytest.fixture
+def in_background():
+    saved = tg.config.backend, tg.config.compile_in_background
+    tg.config.backend, tg.config.compile_in_background = "numba", True
+    yield
+    tg.config.backend, tg.config.compile_in_background = saved
+
+
+def wait_for_numba(compiled, seconds=120.0):
+    deadline = time.monotonic() + seconds
+    while not hasattr(compiled.function, "py_func"):  # a numba dispatcher
+        assert time.monotonic() < deadline, "the background compile did not finish"
+        time.sleep(0.05)
+
+
+def test_first_calls_run_numpy_then_numba_with_the_same_results(in_background):
+    def loss(w, x):
+        return tnp.sum(tnp.tanh(x @ w) ** 2) + 0.5 * tnp.sum(w * w)
+
+    w, x = np.linspace(-1, 1, 12).reshape(4, 3), np.linspace(0, 2, 8).reshape(2, 4)
+    gradient = tg.value_and_grad(loss)
+    first = gradient(w, x)
+    compiled = gradient.lower(w, x).compiled
+    assert type(first[0]) is float and first[1].shape == (4, 3)
+    wait_for_numba(compiled)
+    later = gradient(w, x)
+    assert type(later[0]) is float
+    assert later[0] == pytest.approx(first[0], rel=1e-13)
+    np.testing.assert_allclose(later[1], first[1], rtol=1e-12)
+
+
+def test_a_failed_background_compile_is_raised_not_hidden(in_background, monkeypatch):
+    def broken_load(source, name, backend):
+        if backend == "numba":
+            raise RuntimeError("numba could not compile this")
+        return real_load(source, name, backend)
+
+    real_load = codegen.load
+    monkeypatch.setattr(codegen, "load", broken_load)
+    jitted = tg.jit(lambda x: x * 3.0 + 0.25)
+    assert jitted(2.0) == 6.25  # NumPy's answer while numba works
+    deadline = time.monotonic() + 60
+    with pytest.raises(RuntimeError, match="could not compile"):
+        while time.monotonic() < deadline:
+            jitted(2.0)
+            time.sleep(0.05)
+
+
+def test_a_short_process_waits_for_its_compile_so_the_next_one_starts_warm(tmp_path):
+    script = textwrap.dedent("""
+        import time
+        start = time.perf_counter()
+        import numpy as np
+        import tracegrad as tg
+        import tracegrad.numpy as tnp
+        value = tg.grad(lambda x: tnp.sum(tnp.sin(x) * x))(np.linspace(0, 1, 5))
+        print(round(time.perf_counter() - start, 3), float(value.sum()))
+    """)
+    environment = {"TRACEGRAD_CACHE_DIR": str(tmp_path), "PATH": ""}
+    run = lambda: subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                                 check=True).stdout.split()
+    cold_seconds, cold_value = run()
+    assert len(list(tmp_path.glob("tg_*.py"))) == 1  # written by the first process before it exited
+    assert list(tmp_path.glob("__pycache__/*.nbi"))  # and numba's machine code with it
+    warm_seconds, warm_value = run()
+    assert warm_value == cold_value
