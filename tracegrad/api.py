@@ -203,7 +203,7 @@ class Compiled:
     def source(self) -> str:
         numba = self.settings.backend == "numba"
         return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
-                                       fuse=numba, parallel=numba and self.settings.parallel)
+                                       numba=numba, parallel=numba and self.settings.parallel)
 
     def compiled_code(self) -> Callable:
         return codegen.load(self.source, self.name, self.settings.backend)

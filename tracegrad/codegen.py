@@ -41,10 +41,11 @@ def literal_text(value) -> str:
 class SourceWriter:
     """Names the Vars of one program (as its printer does) and writes its statements."""
 
-    def __init__(self, program: Program, check_finite: bool = False, fuse: bool = False, parallel: bool = False):
+    def __init__(self, program: Program, check_finite: bool = False, numba: bool = False, parallel: bool = False):
         self.program = program
         self.check_finite = check_finite
-        self.fuse = fuse and not check_finite
+        self.numba = numba
+        self.fuse = numba and not check_finite
         self.parallel = parallel and self.fuse
         self.users: dict[Var, list[Op]] = {}
         for op in program.ops:
@@ -63,7 +64,8 @@ class SourceWriter:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
 
     def statement(self, op: Op) -> list[str]:
-        emit = PRIMITIVES[op.primitive].emit
+        rule = PRIMITIVES[op.primitive]
+        emit = rule.emit if self.numba or rule.numpy_emit is None else rule.numpy_emit
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
         if isinstance(emit, str):
             return [f"{out} = {emit.format(*inputs, **op.param)}"]
@@ -205,15 +207,15 @@ def function_text(name: str, params: list[str], body: list[str], results: list[s
     return lines
 
 
-def generate_source(program: Program, name: str, check_finite: bool = False, fuse: bool = False,
+def generate_source(program: Program, name: str, check_finite: bool = False, numba: bool = False,
                     parallel: bool = False) -> str:
     """The Python source of `program` as a function `name(*constvars, *inputs)`.
 
-    With `check_finite`, each float value is checked as soon as it is computed; with `fuse`,
-    runs of elementwise ops on arrays become single loops, and with `parallel` too, large
-    ones run their outer index on all cores.
+    With `check_finite`, each float value is checked as soon as it is computed. For `numba`,
+    runs of elementwise ops on arrays become single loops (with `parallel`, large ones run
+    their outer index on all cores); otherwise ops are written as NumPy calls.
     """
-    writer = SourceWriter(program, check_finite, fuse, parallel)
+    writer = SourceWriter(program, check_finite, numba, parallel)
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if len(program.ops) <= MAX_OPS_PER_FUNCTION:
         body = writer.body(program.ops)

@@ -10,6 +10,7 @@ Each paragraph holds, side by side:
               the other operand unchanged (`x * 1.0`, `0.0 + x`), so bind skips the op
   scalar      for elementwise primitives, the template of one element, used inside fused loops
               (`elementwise=True` takes the emit template)
+  numpy_emit  for the python backend, where numba's emit is a loop: the same op in NumPy calls
   simd_ufunc  the NumPy ufunc whose vectorised loop beats numba's per-element libm call; large
               arrays are computed by it (in numba's object mode) instead of in a fused loop
 
@@ -39,6 +40,7 @@ class Primitive:
     vjp: Callable
     neutral: tuple[float, tuple[int, ...]] | None = None
     scalar: str | None = None
+    numpy_emit: str | Callable[..., str | list[str]] | None = None
     simd_ufunc: str | None = None
 
 
@@ -46,9 +48,9 @@ PRIMITIVES: dict[str, Primitive] = {}
 
 
 def register(name, shape_rule, impl, emit, vjp, neutral=None, elementwise=False, scalar=None,
-             simd_ufunc=None) -> None:
+             numpy_emit=None, simd_ufunc=None) -> None:
     PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral, scalar or (emit if elementwise else None),
-                                 simd_ufunc)
+                                 numpy_emit, simd_ufunc)
 
 
 # -- shared shape rules ------------------------------------------------------------------
@@ -197,7 +199,7 @@ def emit_where(out: str, ins: list[str], op: Op):
 # where: cond ? x : y, the cotangent goes to the branch that was taken
 register("where", lambda c, x, y: Aval(broadcast_shapes("where", c, x, y), promote(x, y)), np.where, emit_where,
          lambda g, out, c, x, y: (None, bind("where", c, g, 0.0), bind("where", c, 0.0, g)),
-         scalar="{1} if {0} else {2}")
+         scalar="{1} if {0} else {2}", numpy_emit="np.where({0}, {1}, {2})")
 
 # -- shapes ------------------------------------------------------------------------------
 
@@ -260,7 +262,8 @@ def emit_reduction(out: str, ins: list[str], op: Op, kind: str):
 register("reduce_sum", lambda x, axes: Aval(reduced(x, axes).shape, "i64" if x.dtype == "bool" else x.dtype),
          lambda x, axes: np.sum(x, axis=axes), lambda out, ins, op: emit_reduction(out, ins, op, "sum"),
          lambda g, out, x, axes: (bind("broadcast_to", bind("reshape", g, shape=keepdims_shape(x.shape, axes)),
-                                       shape=x.shape),))
+                                       shape=x.shape),),
+         numpy_emit="np.sum({0}, axis={axes})")
 
 
 def reduce_max_vjp(g, out, x, axes):
@@ -273,7 +276,8 @@ def reduce_max_vjp(g, out, x, axes):
 
 # reduce_max: maximum over axes
 register("reduce_max", reduced, lambda x, axes: np.max(x, axis=axes),
-         lambda out, ins, op: emit_reduction(out, ins, op, "max"), reduce_max_vjp)
+         lambda out, ins, op: emit_reduction(out, ins, op, "max"), reduce_max_vjp,
+         numpy_emit="np.max({0}, axis={axes})")
 
 
 def emit_reshape(out: str, ins: list[str], op: Op):
@@ -403,8 +407,11 @@ def scatter_add_impl(x, *indices, shape):
 
 # gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes
 register("gather", gather_rule, lambda x, *indices: x[tuple(indices)], emit_gather,
-         lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),) + (None,) * len(indices))
+         lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),) + (None,) * len(indices),
+         numpy_emit=lambda out, ins, op: f"{ins[0]}[{', '.join(ins[1:])}]")
 
 # scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather)
 register("scatter_add", lambda x, *indices, shape: Aval(shape, x.dtype), scatter_add_impl, emit_scatter_add,
-         lambda g, out, x, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices))
+         lambda g, out, x, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
+         numpy_emit=lambda out, ins, op: [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
+                                          f"np.add.at({out}, ({''.join(i + ', ' for i in ins[1:])}), {ins[0]})"])
