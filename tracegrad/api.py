@@ -297,10 +297,11 @@ class Transformed:
         leaves = []
         key = self.key(args, leaves)
         entry = self.cache.get(key) or self.compiled(args, key)
+        result = entry(leaves)
         flatten_known = self.flatteners.get(key)
-        if flatten_known is not None and not entry.prepare_arguments:
+        if flatten_known is not None and not entry.prepare_arguments:  # after a call that worked
             self.last_signature = (flatten_known, entry)
-        return entry(leaves)
+        return result
 
     def lower(self, *args) -> Lowered:
         """The traced program (`.ir`) and generated `.source` for these arguments; callable like the function."""
