@@ -1,4 +1,5 @@
 """Numerics users meet: where with an infinite untaken branch, and a long run that must not leak."""
+import os
 import resource
 
 import numpy as np
@@ -36,3 +37,24 @@ def test_a_hundred_thousand_calls_do_not_grow_memory():
         grad(0.5 + i * 1e-6, x)
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 8 * 1024, f"max RSS grew by {grown} KiB over 100,000 calls"
+
+
+@pytest.mark.skipif(os.environ.get("TRACEGRAD_LONG_TESTS", "") in ("", "0"),
+                    reason="numba takes 4-7 minutes on two cores; TRACEGRAD_LONG_TESTS=1 runs it")
+def test_a_hundred_thousand_op_program_compiles_split_and_runs_under_numba():
+    """100 functions of 1,000 statements. (Its python-backend twin in test_api runs every time.)"""
+    saved = tg.config.backend
+    tg.config.backend = "numba"
+    try:
+        def deep(x):
+            for _ in range(50_000):
+                x = x * 0.99999 + 1e-6  # two ops per step
+            return x
+
+        lowered = tg.jit(deep).lower(1.0)
+        assert len(lowered.optimized_ir.ops) == 100_000
+        assert lowered.source.count("def deep_part") == 100
+        expected = 0.99999 ** 50_000 + 1e-6 * (1 - 0.99999 ** 50_000) / (1 - 0.99999)
+        assert lowered(1.0) == pytest.approx(expected, rel=1e-9)
+    finally:
+        tg.config.backend = saved
