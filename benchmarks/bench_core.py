@@ -18,7 +18,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import suite.threads  # noqa: E402,F401  (first: pins the thread pools before NumPy is imported)
+import suite.threads  # noqa: E402  (first: pins the thread pools before NumPy is imported)
+
+CORE_PINNING = suite.threads.pin_to_one_core()  # before any library starts a thread
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
@@ -116,7 +118,7 @@ def print_header(options, timing: Timing, loaded: registry.Loaded, tracegrad_not
         print(f"  {note}")
     for error in loaded.errors:
         print("  ERROR: " + error.rstrip().replace("\n", "\n    "))
-    print(f"  threads pinned to one: {threads.describe()}")
+    print(f"  threads pinned to one: {threads.describe()}; {CORE_PINNING}")
     print(f"  per step: median of {timing.samples} samples, each a loop of >= {timing.sample_seconds * 1e3:g} ms;"
           f" a call of >= {timing.slow_call_seconds:g} s is timed by {timing.slow_samples} single-call sample(s)"
           " instead (see 'samples'); garbage collector off during timed calls (collected before each sample)")

@@ -115,7 +115,7 @@ def baseline(code: str, runs: int) -> float:
 def verdict(measured: float, target: float | None) -> tuple[str, str]:
     if target is None:
         return "", ""
-    return f"<= {target:g} s", "met" if measured <= target else "MISSED"
+    return f"<= {target:.1f} s", "met" if measured <= target else "MISSED"
 
 
 def print_table(results: dict[str, list[Run]], baselines: dict[str, float], runs: int) -> None:
@@ -141,8 +141,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs of each measurement (default 3)")
     options = parser.parse_args(argv)
-    print("tracegrad startup benchmark: fresh processes, threads pinned to one, "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print("tracegrad startup benchmark: fresh processes, thread pools pinned to one thread by environment "
+          f"variables (not to one core), python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     try:
         baselines = {code: baseline(code, options.runs) for code in ("import numpy", "import tracegrad")}
         results = measure_runs(options.runs)
