@@ -201,7 +201,9 @@ def test_parallel_runs_large_elementwise_loops_over_cores_and_agrees():
     finally:
         tg.config.parallel = False
     assert "numba.prange" not in serial.lower(x, y).source
-    assert "for _i0 in numba.prange(256):" in parallel.lower(x, y).source
+    source = parallel.lower(x, y).source
+    assert "for _i0 in numba.prange(256):" in source
+    assert "= affine_loop0(a, b)" in source  # a function of its own: the rest stays serial
     for by_threads, by_one in zip(parallel(x, y), serial(x, y)):
         np.testing.assert_allclose(by_threads, by_one, rtol=1e-13)  # sums may add in another order
     assert "numba.prange" not in parallel.lower(x[:16], y).source  # too small to pay for threads

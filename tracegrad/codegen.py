@@ -47,6 +47,8 @@ class SourceWriter:
         self.numba = numba
         self.fuse = numba and not check_finite
         self.parallel = parallel and self.fuse
+        self.function_name = "f"
+        self.loop_functions: list[str] = []  # parallel loops, written before the function that calls them
         self.users: dict[Var, list[Op]] = {}
         for op in program.ops:
             for x in op.inputs:
@@ -170,7 +172,8 @@ class SourceWriter:
             return f"{self.name(atom)}[{at}]"
 
         lines = [f"{self.name(v)} = np.empty({shape}, {numpy_dtype(v.aval.dtype)})" for v in kept]
-        outer = "numba.prange" if self.parallel and math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
+        parallel = self.parallel and math.prod(shape) >= PARALLEL_MIN_SIZE
+        outer = "numba.prange" if parallel else "range"
         lines += [INDENT * d + f"for _i{d} in {outer if d == 0 else 'range'}({n}):" for d, n in enumerate(shape)]
         depth, last_comment = INDENT * len(shape), None
         for op in group:
@@ -182,7 +185,18 @@ class SourceWriter:
             lines.append(depth + f"_{self.name(op.out)} = {template.format(*map(element, op.inputs), **op.param)}")
             if op.out in kept:
                 lines.append(depth + f"{self.name(op.out)}[{index}] = _{self.name(op.out)}")
+        if parallel:
+            return self.loop_function(group, kept, lines)
         return lines
+
+    def loop_function(self, group: list[Op], kept: list[Var], lines: list[str]) -> list[str]:
+        """A parallel loop as a function of its own: numba's parallel passes then touch nothing else."""
+        inside = {op.out for op in group}
+        reads = {x: None for op in group for x in op.inputs if isinstance(x, Var) and x not in inside}
+        name = f"{self.function_name}_loop{len(self.loop_functions)}"
+        params, results = [self.name(x) for x in reads], [self.name(v) for v in kept]
+        self.loop_functions.append("\n".join(function_text(name, params, lines, results)))
+        return [f"{''.join(r + ', ' for r in results)}= {name}({', '.join(params)})"]
 
     def finiteness_check(self, op: Op) -> list[str]:
         """tg.config.debug_nans: stop at the first op whose value is nan or inf, naming it."""
@@ -216,11 +230,14 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
     their outer index on all cores); otherwise ops are written as NumPy calls.
     """
     writer = SourceWriter(program, check_finite, numba, parallel)
+    writer.function_name = name
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if len(program.ops) <= MAX_OPS_PER_FUNCTION:
         body = writer.body(program.ops)
-        return "\n".join(function_text(name, params, body, [writer.result(x) for x in program.outputs])) + "\n"
-    return split_source(writer, name, params)
+        text = "\n".join(function_text(name, params, body, [writer.result(x) for x in program.outputs])) + "\n"
+    else:
+        text = split_source(writer, name, params)
+    return "".join(loop + "\n\n" for loop in writer.loop_functions) + text
 
 
 def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
@@ -257,6 +274,10 @@ def jit_compile(function, cache: bool):
     import numba
 
     names = function.__code__.co_names
+    if "prange" in names:
+        # OpenMP's threads spin after each loop by default and, on a machine with few cores, take
+        # them from the serial code that follows (measured: 16.5 ms -> 23 ms per step on 2 cores)
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     return numba.njit(function, error_model="numpy", nogil="objmode" not in names, parallel="prange" in names,
                       cache=cache)
 
