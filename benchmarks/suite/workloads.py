@@ -15,13 +15,19 @@ W1 and W2's step is value and gradient (with respect to `argnums`); the MLP work
 one SGD step on the parameters `args[0]` (a list of {"W", "b"} dicts) with learning rate `lr`,
 returning (loss, updated parameters).
 
-This module needs only NumPy, so the startup benchmark can build W4 in a fresh process.
+This module needs only NumPy and the moons example (which imports tracegrad), so the startup
+benchmark can build W4 in a fresh process.
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+from moons import make_moons  # noqa: E402  (W4's data is the moons example's)
 
 LEARNING_RATE = 0.1
 W6_BATCHES = (1, 16, 256, 4096)
@@ -58,18 +64,6 @@ def uniform_params(rng, sizes, zero_bias: bool, scale=lambda n_in, n_out: 1.0) -
         weights = rng.uniform(-1, 1, (n_in, n_out)) * scale(n_in, n_out)
         layers.append({"W": weights, "b": np.zeros(n_out) if zero_bias else rng.uniform(-1, 1, n_out)})
     return layers
-
-
-def make_moons(n: int = 100, noise: float = 0.1, seed: int = 1):
-    """Two interleaving half circles with Gaussian noise; labels -1 and +1 (as scikit-learn's)."""
-    rng = np.random.default_rng(seed)
-    n_outer = n // 2
-    outer = np.linspace(0, np.pi, n_outer)
-    inner = np.linspace(0, np.pi, n - n_outer)
-    points = np.concatenate([np.stack([np.cos(outer), np.sin(outer)], axis=1),
-                             np.stack([1 - np.cos(inner), 0.5 - np.sin(inner)], axis=1)])
-    labels = np.concatenate([-np.ones(n_outer), np.ones(n - n_outer)])
-    return points + rng.normal(scale=noise, size=points.shape), labels
 
 
 def w1() -> Workload:
