@@ -199,7 +199,7 @@ class Compiled:
     def consts(self) -> tuple:
         return self.optimized.consts
 
-    @property
+    @functools.cached_property
     def source(self) -> str:
         numba = self.settings.backend == "numba"
         return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
