@@ -41,13 +41,14 @@ def literal_text(value) -> str:
 class SourceWriter:
     """Names the Vars of one program (as its printer does) and writes its statements."""
 
-    def __init__(self, program: Program, check_finite: bool = False, numba: bool = False, parallel: bool = False):
+    def __init__(self, program: Program, name: str, check_finite: bool = False, numba: bool = False,
+                 parallel: bool = False):
         self.program = program
+        self.function_name = name
         self.check_finite = check_finite
         self.numba = numba
         self.fuse = numba and not check_finite
         self.parallel = parallel and self.fuse
-        self.function_name = "f"
         self.loop_functions: list[str] = []  # parallel loops, written before the function that calls them
         self.users: dict[Var, list[Op]] = {}
         for op in program.ops:
@@ -229,8 +230,7 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
     runs of elementwise ops on arrays become single loops (with `parallel`, large ones run
     their outer index on all cores); otherwise ops are written as NumPy calls.
     """
-    writer = SourceWriter(program, check_finite, numba, parallel)
-    writer.function_name = name
+    writer = SourceWriter(program, name, check_finite, numba, parallel)
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if len(program.ops) <= MAX_OPS_PER_FUNCTION:
         body = writer.body(program.ops)
