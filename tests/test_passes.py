@@ -96,3 +96,17 @@ def test_a_deep_program_optimizes_in_linear_time():
         value = out
     optimized = optimize(Traced(Program((), (x,), tuple(ops), (value,)), ()))
     assert len(optimized.program.ops) == 100_000
+
+
+def test_elementwise_ops_move_to_their_first_use_and_fuse(backend):
+    def step(w, x):
+        decay = 2e-4 * w  # computed first, used last
+        h = x @ w
+        return w - 0.1 * (tnp.sum(h) + decay)
+
+    w, x = np.linspace(-1, 1, 12).reshape(3, 4), np.linspace(0, 1, 6).reshape(2, 3)
+    lowered = tg.jit(step).lower(w, x)
+    assert [op.primitive for op in lowered.optimized_ir.ops] == ["matmul", "reduce_sum", "mul", "add", "mul", "sub"]
+    if backend == "numba":
+        assert lowered.source.count("for _i0") == 1  # one loop nest for decay, the sum and the update
+    np.testing.assert_allclose(lowered(w, x), w - 0.1 * (np.sum(x @ w) + 2e-4 * w), rtol=1e-14)
