@@ -207,3 +207,25 @@ def test_parallel_runs_large_elementwise_loops_over_cores_and_agrees():
     for by_threads, by_one in zip(parallel(x, y), serial(x, y)):
         np.testing.assert_allclose(by_threads, by_one, rtol=1e-13)  # sums may add in another order
     assert "numba.prange" not in parallel.lower(x[:16], y).source  # too small to pay for threads
+
+
+def test_a_sum_of_a_fused_value_is_an_accumulator_in_its_loop():
+    def energy(x):
+        return tnp.sum(x * x) * 0.5
+
+    line = energy.__code__.co_firstlineno + 1
+    x = np.linspace(-1, 1, 6).reshape(2, 3)
+    source = tg.jit(energy).lower(x).source
+    assert source == f"""\
+def energy(a):
+    b = 0.0
+    for _i0 in range(2):
+        for _i1 in range(3):
+            # test_ir.py:{line}
+            _c = a[_i0, _i1] * a[_i0, _i1]
+            b += _c
+    # test_ir.py:{line}
+    d = b * 0.5
+    return (d, )
+"""
+    assert tg.jit(energy)(x) == pytest.approx(0.5 * np.sum(x * x), rel=1e-15)

@@ -139,15 +139,23 @@ class SourceWriter:
         return PRIMITIVES[maker.primitive].scalar is not None or maker.primitive == "matmul"
 
     def groups(self, ops) -> list[list[Op]]:
-        """Runs of consecutive elementwise ops with one output shape; every other op alone."""
+        """Runs of consecutive elementwise ops with one output shape, perhaps ending in a sum of
+        all of a run's value; every other op alone."""
         groups: list[list[Op]] = []
         for op in ops:
-            if groups and self.fusible(op) and self.fusible(groups[-1][-1]) \
-                    and op.out.aval.shape == groups[-1][-1].out.aval.shape:
+            last = groups[-1][-1] if groups else None
+            if last is not None and self.fusible(last) and (
+                    (self.fusible(op) and op.out.aval.shape == last.out.aval.shape)
+                    or self.sums_within(op, groups[-1])):
                 groups[-1].append(op)
             else:
                 groups.append([op])
         return groups
+
+    def sums_within(self, op: Op, group: list[Op]) -> bool:
+        """A sum over every axis of a value the run computes: an accumulator in its loop."""
+        return (op.primitive == "reduce_sum" and op.out.aval.shape == () and isinstance(op.inputs[0], Var)
+                and self.maker.get(op.inputs[0]) in group)
 
     def fused_loop(self, group: list[Op]) -> list[str]:
         """One loop nest computing a run of elementwise ops element by element.
@@ -157,8 +165,9 @@ class SourceWriter:
         """
         shape = group[0].out.aval.shape
         inside = {op.out for op in group}
-        kept = [op.out for op in group if op.out in self.outputs
-                or any(user not in group for user in self.users.get(op.out, ()))]
+        sums = [op for op in group if op.primitive == "reduce_sum"]
+        kept = [op.out for op in group if op not in sums and (
+                op.out in self.outputs or any(user not in group for user in self.users.get(op.out, ())))]
         index = ", ".join(f"_i{d}" for d in range(len(shape)))
 
         def element(atom) -> str:
@@ -173,6 +182,7 @@ class SourceWriter:
             return f"{self.name(atom)}[{at}]"
 
         lines = [f"{self.name(v)} = np.empty({shape}, {numpy_dtype(v.aval.dtype)})" for v in kept]
+        lines += [f"{self.name(op.out)} = {'0.0' if op.out.aval.dtype == 'f64' else '0'}" for op in sums]
         parallel = self.parallel and math.prod(shape) >= PARALLEL_MIN_SIZE
         outer = "numba.prange" if parallel else "range"
         lines += [INDENT * d + f"for _i{d} in {outer if d == 0 else 'range'}({n}):" for d, n in enumerate(shape)]
@@ -182,12 +192,15 @@ class SourceWriter:
             if comment != last_comment:
                 lines.append(depth + comment)
                 last_comment = comment
+            if op in sums:
+                lines.append(depth + f"{self.name(op.out)} += {element(op.inputs[0])}")
+                continue
             template = PRIMITIVES[op.primitive].scalar
             lines.append(depth + f"_{self.name(op.out)} = {template.format(*map(element, op.inputs), **op.param)}")
             if op.out in kept:
                 lines.append(depth + f"{self.name(op.out)}[{index}] = _{self.name(op.out)}")
         if parallel:
-            return self.loop_function(group, kept, lines)
+            return self.loop_function(group, kept + [op.out for op in sums], lines)
         return lines
 
     def loop_function(self, group: list[Op], kept: list[Var], lines: list[str]) -> list[str]:
