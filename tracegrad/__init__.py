@@ -9,6 +9,7 @@
 """
 from . import errors, nn, optim
 from .api import cache_info, grad, jit, make_ir, value_and_grad, vjp
+from .codegen import wait_for_compiles
 from .check import check_grads
 from .config import config
 from .graph import draw, to_dot
@@ -18,5 +19,5 @@ from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 
 __version__ = "0.1.0"
 
-__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "stop_gradient", "cache_info", "config", "to_dot", "draw",
+__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "stop_gradient", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
            "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

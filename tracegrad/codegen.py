@@ -343,6 +343,7 @@ def is_ready(source: str, backend: str) -> bool:
 
 
 _compiler = None  # one background thread: numba compiles one function at a time anyway
+_pending: set = set()  # the background compiles not finished yet
 
 
 def compile_in_background(job) -> None:
@@ -352,7 +353,16 @@ def compile_in_background(job) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         _compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracegrad-compile")
-    _compiler.submit(job)
+    future = _compiler.submit(job)
+    _pending.add(future)
+    future.add_done_callback(_pending.discard)
+
+
+def wait_for_compiles() -> None:
+    """Block until every background compile started so far has finished."""
+    from concurrent.futures import wait
+
+    wait(list(_pending))
 
 
 def python_backend(function):
