@@ -140,6 +140,8 @@ def prepare_tracegrad(warm_cache: bool) -> tuple[str | None, str]:
     every later call runs compiled code (bench_startup.py measures the default).
     """
     os.environ["TRACEGRAD_BACKGROUND_COMPILE"] = "0"
+    if "tracegrad" in sys.modules:  # imported already (the moons example imports it): the setting is read at import
+        sys.modules["tracegrad"].config.compile_in_background = False
     note = ("background compile off (TRACEGRAD_BACKGROUND_COMPILE=0): the first call traces and compiles, "
             "later calls run compiled code")
     if warm_cache:

@@ -10,11 +10,6 @@ from tracegrad import nn
 from . import losses
 from .implementation import Implementation, Step
 
-# every timed call must run compiled code, and the first call show the compile time
-# (bench_startup.py measures the default); set here because tracegrad may be imported
-# before bench_core.py sets TRACEGRAD_BACKGROUND_COMPILE=0
-tg.config.compile_in_background = False
-
 OPS = SimpleNamespace(sin=tnp.sin, exp=tnp.exp, log=tnp.log, tanh=tnp.tanh, relu=nn.relu, sum=tnp.sum,
                       mean=tnp.mean, softmax_cross_entropy=nn.softmax_cross_entropy)
 
