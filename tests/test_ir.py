@@ -229,3 +229,33 @@ def energy(a):
     return (d, )
 """
     assert tg.jit(energy)(x) == pytest.approx(0.5 * np.sum(x * x), rel=1e-15)
+
+
+def test_long_scalar_programs_are_written_as_a_tape(monkeypatch):
+    from tracegrad import tape
+
+    monkeypatch.setattr(tape, "TAPE_MIN_OPS", 2)  # the real threshold is thousands of ops
+
+    def f(x, y):
+        return tnp.where(x > y, tnp.tanh(x) * 2.0, y)
+
+    lowered = tg.jit(f).lower(0.5, 0.25)
+    source = lowered.source
+    assert source.startswith("import base64\nimport zlib\n\nRUN_IN_PYTHON = ('f',)")
+    assert "def f_run_tape(tape, values):" in source and "        elif code == " in source
+    assert source[source.index("def f("):] == """\
+def f(a, b):
+    # 4 scalar ops, run from a tape by f_run_tape: compiled one statement
+    # each, they would take numba minutes. The tape, row by row:
+    #   c = a > b
+    #   d = np.tanh(a)
+    #   e = d * 2.0
+    #   f = e if c else b
+    values = f_START.copy()
+    values[0] = a
+    values[1] = b
+    f_run_tape(f_TAPE, values)
+    return (float(values[6]), )
+"""
+    assert lowered(0.5, 0.25) == pytest.approx(2.0 * np.tanh(0.5), rel=1e-15)
+    assert lowered(0.1, 0.25) == 0.25

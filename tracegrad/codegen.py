@@ -14,7 +14,7 @@ import types
 
 import numpy as np
 
-from . import disk_cache
+from . import disk_cache, tape
 from .ir import Literal, Namer, Op, Program, Var
 from .primitives import PRIMITIVES, numpy_dtype
 
@@ -245,6 +245,8 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
     """
     writer = SourceWriter(program, name, check_finite, numba, parallel)
     params = [writer.name(v) for v in program.constvars + program.inputs]
+    if writer.fuse and tape.fits_tape(program):
+        return tape.tape_source(program, name, lambda op: writer.statement(op)[0], writer.atom)
     if len(program.ops) <= MAX_OPS_PER_FUNCTION:
         body = writer.body(program.ops)
         text = "\n".join(function_text(name, params, body, [writer.result(x) for x in program.outputs])) + "\n"
@@ -327,7 +329,7 @@ def load(source: str, name: str, backend: str):
     functions = [key for key, value in namespace.items()
                  if isinstance(value, types.FunctionType) and value.__module__ == namespace.get("__name__")]
     if backend == "numba":
-        for function_name in functions:
+        for function_name in set(functions) - set(namespace.get("RUN_IN_PYTHON", ())):
             namespace[function_name] = jit_compile(namespace[function_name], cache=module is not None)
         function = namespace[name]
     else:
