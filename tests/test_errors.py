@@ -45,10 +45,11 @@ def test_grad_of_a_vector_or_a_missing_aux_names_the_function_and_the_call():
 @pytest.mark.parametrize("misuse, error", [
     (lambda x: tnp.transpose(x, (0, 0)), errors.ShapeError),
     (lambda x: tnp.stack([x, x[0]]), errors.ShapeError),
-    (lambda x: x[..., ...], IndexError),
+    (lambda x: x[..., ...], errors.IndexingError),
+    (lambda x: x[0, 0, 0], errors.IndexingError),
     (lambda x: len(tnp.sum(x)), TypeError),
     (lambda x: x + np.array(["a"]), TypeError),
-], ids=["transpose", "stack", "ellipsis", "len", "dtype"])
+], ids=["transpose", "stack", "ellipsis", "too-many-indices", "len", "dtype"])
 def test_every_tracing_error_names_the_line(misuse, error):
     with pytest.raises(error, match=rf"{HERE}:\d+"):
         tg.jit(misuse)(np.ones((2, 2)))
@@ -59,3 +60,4 @@ def test_error_classes_keep_the_builtin_bases():
     assert issubclass(errors.NonDifferentiableArgumentError, TypeError)
     assert issubclass(errors.UnsupportedLeafError, TypeError)
     assert issubclass(errors.TreeStructureError, ValueError)
+    assert issubclass(errors.IndexingError, IndexError) and issubclass(errors.IndexingError, errors.ShapeError)

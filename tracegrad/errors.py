@@ -17,6 +17,10 @@ class ShapeError(ValueError):
     """Shapes that do not fit an operation: broadcasting, matmul, reshape, indexing."""
 
 
+class IndexingError(ShapeError, IndexError):
+    """An index that does not fit a traced value's shape, or that tracegrad cannot trace."""
+
+
 class NonScalarOutputError(TypeError):
     """`grad` of a function whose output is not a float scalar."""
 

@@ -10,7 +10,7 @@ import builtins
 
 import numpy as np
 
-from .errors import ShapeError, UnsupportedNumpyFunctionError
+from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
 from .trace import Tracer, bind, user_source_line, where_text
 
 # array constants: these build concrete NumPy arrays, which traced code uses as constants
@@ -222,7 +222,7 @@ def getitem(x, index):
 def expand_ellipsis(index: tuple, rank: int) -> tuple:
     used = builtins.sum(1 for item in index if item is not None and item is not Ellipsis)
     if index.count(Ellipsis) > 1:
-        raise IndexError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source_line())})")
+        raise IndexingError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source_line())})")
     if Ellipsis in index:
         at = index.index(Ellipsis)
         return index[:at] + (slice(None),) * (rank - used) + index[at + 1:]
@@ -233,7 +233,7 @@ def basic_index(x, index):
     in_shape = shape(x)
     index = expand_ellipsis(index, len(in_shape))
     if builtins.sum(1 for item in index if item is not None) > len(in_shape):
-        raise IndexError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source_line())})")
+        raise IndexingError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source_line())})")
     triples, out_shape, axis = [], [], 0
     for item in index:
         if item is None:
@@ -246,11 +246,11 @@ def basic_index(x, index):
             out_shape.append(len(range(*triple)))
         elif isinstance(item, (int, np.integer)):
             if not -n <= item < n:
-                raise IndexError(f"index {item} is out of bounds for axis {axis} of size {n} "
+                raise IndexingError(f"index {item} is out of bounds for axis {axis} of size {n} "
                                  f"(at {where_text(user_source_line())})")
             triples.append((int(item) % n, int(item) % n + 1, 1))
         else:
-            raise IndexError(f"tracegrad cannot index with {item!r} (at {where_text(user_source_line())})")
+            raise IndexingError(f"tracegrad cannot index with {item!r} (at {where_text(user_source_line())})")
         axis += 1
     if builtins.any(t != (0, n, 1) for t, n in zip(triples, in_shape)):
         x = bind("slice", x, index=tuple(triples))
@@ -264,11 +264,11 @@ def gather(x, index):
         k -= 1
     arrays = [np.asarray(item) if isinstance(item, list) else item for item in index[:k]]
     if k > len(in_shape) or not builtins.all(isinstance(a, (Tracer, np.ndarray, int, np.integer)) for a in arrays):
-        raise IndexError(f"tracegrad supports integer-array indexing only on the leading axes, "
+        raise IndexingError(f"tracegrad supports integer-array indexing only on the leading axes, "
                          f"followed by ':' (got {index!r} at {where_text(user_source_line())})")
     for a in arrays:
         if isinstance(a, (Tracer, np.ndarray)) and a.dtype.kind not in "iu":
-            raise IndexError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source_line())}); "
+            raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source_line())}); "
                              "for a boolean mask use tnp.where(mask, x, 0.0)")
     index_shape = tuple(np.broadcast_shapes(*(shape(a) for a in arrays)))
     size = int(np.prod(index_shape))
