@@ -7,6 +7,7 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
+from tracegrad.fastpath import MISS
 from tracegrad import codegen, errors
 
 EXERCISE_GRAD = [-12.353553390593273, 10.25699027111255, 0.0625]
@@ -257,15 +258,15 @@ def test_the_fast_lane_checks_structure_shapes_and_dtypes(python_backend):
     params = {"W": np.ones((2, 2)), "b": np.ones(3)}
     assert jitted(params, 2.0) == 38.0
     assert jitted(params, 3.0) == 42.0  # through the generated flattener
-    flatten_known, _ = jitted.last_signature
-    assert flatten_known((params, 3.0)) is not None
+    fast_call = jitted.fast_call
+    assert fast_call((params, 3.0)) == 42.0
     # every difference falls back to the general path, which retraces or converts
-    assert flatten_known(({"W": np.ones((2, 2)), "c": np.ones(3)}, 3.0)) is None
-    assert flatten_known(({"W": np.ones((2, 3)), "b": np.ones(3)}, 3.0)) is None
-    assert flatten_known(({"W": np.ones((2, 2), np.float32), "b": np.ones(3)}, 3.0)) is None
-    assert flatten_known(([np.ones((2, 2)), np.ones(3)], 3.0)) is None
-    assert flatten_known((params, 3)) is None
-    assert flatten_known((params,)) is None
+    assert fast_call(({"W": np.ones((2, 2)), "c": np.ones(3)}, 3.0)) is MISS
+    assert fast_call(({"W": np.ones((2, 3)), "b": np.ones(3)}, 3.0)) is MISS
+    assert fast_call(({"W": np.ones((2, 2), np.float32), "b": np.ones(3)}, 3.0)) is MISS
+    assert fast_call(([np.ones((2, 2)), np.ones(3)], 3.0)) is MISS
+    assert fast_call((params, 3)) is MISS
+    assert fast_call((params,)) is MISS
     assert jitted({"W": np.ones((2, 2), np.float32), "b": np.ones(3)}, 3) == 42.0
     assert jitted({"W": np.ones((3, 3)), "b": np.ones(1)}, 1.0) == 19.0
     assert jitted(params, 1.0) == 34.0  # alternating signatures both stay right

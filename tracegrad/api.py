@@ -17,7 +17,7 @@ import numpy as np
 
 from . import ad, codegen, errors, trace
 from .config import Config, config
-from .fastpath import known_signature_flattener
+from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
 from .ir import Aval, Program
 from .passes import optimize, select_outputs
@@ -265,8 +265,8 @@ class Transformed:
         self.build = build
         self.static_argnums = static_argnums
         self.cache: dict = {}
-        self.flatteners: dict = {}  # per cache key: its fast-lane flattener, or None
-        self.last_signature = (lambda args: None, None)  # the fast lane: (flatten_known, entry)
+        self.fast_calls: dict = {}  # per cache key: its fast-lane caller, or None
+        self.fast_call = lambda args: MISS  # the fast lane: the caller of the last signature that worked
         self.lock = threading.Lock()
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
@@ -286,21 +286,20 @@ class Transformed:
                 entry = self.build(signature).for_signature(signature.leaves)
                 if not any(isinstance(c, Tracer) for c in entry.traced.consts):
                     self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
-                    self.flatteners[key] = None if self.static_argnums else known_signature_flattener(key)
+                    self.fast_calls[key] = None if self.static_argnums else known_signature_call(key, entry)
         return entry
 
     def __call__(self, *args):
-        flatten_known, entry = self.last_signature
-        leaves = flatten_known(args)
-        if leaves is not None:  # the arguments have the signature of the last call: no key to build
-            return entry.finish(entry.function(*entry.consts, *leaves))
-        leaves = []
+        result = self.fast_call(args)
+        if result is not MISS:  # the arguments have the signature of the last call: no key to build
+            return result
+        leaves: list = []
         key = self.key(args, leaves)
         entry = self.cache.get(key) or self.compiled(args, key)
         result = entry(leaves)
-        flatten_known = self.flatteners.get(key)
-        if flatten_known is not None and not entry.prepare_arguments:  # after a call that worked
-            self.last_signature = (flatten_known, entry)
+        fast_call = self.fast_calls.get(key)
+        if fast_call is not None and not entry.prepare_arguments:  # after a call that worked
+            self.fast_call = fast_call
         return result
 
     def lower(self, *args) -> Lowered:
