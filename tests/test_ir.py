@@ -259,3 +259,19 @@ def f(a, b):
 """
     assert lowered(0.5, 0.25) == pytest.approx(2.0 * np.tanh(0.5), rel=1e-15)
     assert lowered(0.1, 0.25) == 0.25
+
+
+def test_the_tape_keeps_bool_and_literal_outputs(monkeypatch):
+    from tracegrad import tape
+
+    monkeypatch.setattr(tape, "TAPE_MIN_OPS", 2)
+
+    def f(x, flag):
+        y = tnp.where(flag, x * 2.0, -x)
+        return y > 0.5, y, 3.0
+
+    lowered = tg.jit(f).lower(0.5, True)
+    assert "f_run_tape(f_TAPE, values)" in lowered.source
+    assert lowered(0.5, True) == (True, 1.0, 3.0)
+    assert lowered(0.5, False) == (False, -0.5, 3.0)
+    assert type(lowered(0.5, True)[0]) is bool
