@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import warnings
 import weakref
 from typing import Any, Callable
 
@@ -230,7 +231,9 @@ class Compiled:
         try:
             function = self.compiled_code()
             function(*self.consts, *leaves)  # numba compiles for these argument types
-        except BaseException as error:  # the next call raises it
+        except BaseException as error:  # said now, and raised by the next call
+            warnings.warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
+                          "the next call raises the error", RuntimeWarning, stacklevel=1)
             function = raising(error)
         self.function = function
 
