@@ -58,7 +58,7 @@ def train_step(params, x, y):
     return loss, tg.tree_map(lambda p, g: p - 0.1 * g, params, grads)
 
 
-print("\nTraining micrograd's MLP 3-4-4-1 (the first step compiles):")
+print("\nTraining micrograd's MLP 3-4-4-1 (the first steps run as NumPy code while numba compiles):")
 for step in range(100):
     loss, params = train_step(params, xs, ys)
     if step % 20 == 0 or step == 99:
