@@ -271,3 +271,12 @@ def test_the_fast_lane_checks_structure_shapes_and_dtypes(python_backend):
     assert jitted({"W": np.ones((3, 3)), "b": np.ones(1)}, 1.0) == 19.0
     assert jitted(params, 1.0) == 34.0  # alternating signatures both stay right
     assert jitted({"W": np.ones((3, 3)), "b": np.ones(1)}, 1.0) == 19.0
+
+
+def test_the_gradient_of_a_0d_array_is_a_0d_array(backend):
+    f = lambda x, y: tnp.sin(x) * y
+    gx, gy = tg.grad(f, argnums=(0, 1))(np.array(2.0), 3.0)
+    assert type(gx) is np.ndarray and gx.shape == () and type(gy) is float
+    assert gx == pytest.approx(3.0 * np.cos(2.0), rel=1e-14) and gy == pytest.approx(np.sin(2.0), rel=1e-14)
+    value, grad = tg.value_and_grad(f)(np.array(2.0), 3.0)
+    assert type(value) is float and type(grad) is np.ndarray and grad.shape == ()

@@ -98,6 +98,17 @@ def function_text(fun: Callable) -> str:
     return f"{getattr(fun, '__name__', 'the function')}{where}"
 
 
+def with_arrays_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
+    """`unflatten`, after making the outputs at `positions` 0-d arrays (numba gives floats)."""
+    def run(outputs):
+        outputs = list(outputs)
+        for position in positions:
+            outputs[position] = np.array(outputs[position])
+        return unflatten(outputs)
+
+    return run
+
+
 def numba_like_outputs(run: Callable) -> Callable:
     """The python backend's `run`, returning a tuple of Python scalars and arrays as numba does."""
     return lambda *args: tuple([python_value(x) for x in run(*args)])
@@ -177,12 +188,14 @@ def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Si
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
-    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config):
+    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config, array_outputs=()):
         self.traced = traced
         self.result_tree = result_tree
         self.name = name
         self.settings = settings
         self.unflatten = unflattener(result_tree)
+        if array_outputs:  # the gradients of 0-d array arguments
+            self.unflatten = with_arrays_at(array_outputs, self.unflatten)
         self.lock = threading.Lock()
         if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
@@ -396,13 +409,16 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
         joint = ad.vjp_program(traced, wrt, seed_first_output=True)
         grads_trees = [signature.treedefs[n] for n in numbers]
         grads_tree = grads_trees[0] if isinstance(argnums, int) else tuple_tree(*grads_trees)
+        n_aux = aux_tree.num_leaves
+        zero_d = [j for j, index in enumerate(wrt)
+                  if type(signature.leaves[index]) is np.ndarray and signature.leaves[index].ndim == 0]
         if with_value:
             value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
-            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", settings)
-        n_aux = aux_tree.num_leaves
+            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", settings,
+                            array_outputs=tuple(1 + n_aux + j for j in zero_d))
         kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux)])
         result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
-        return Compiled(kept, result, "grad", settings)
+        return Compiled(kept, result, "grad", settings, array_outputs=tuple(zero_d))
 
     return build
 
