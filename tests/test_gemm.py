@@ -1,0 +1,36 @@
+"""tracegrad.gemm: the blocked matrix product that generated numba code calls."""
+import numpy as np
+import pytest
+
+from tracegrad import gemm
+
+rng = np.random.default_rng(0)
+
+SHAPES = [  # (m, k, n): whole blocks, edges in every direction, k over one chunk, n over one column block
+    (12, 8, 32), (7, 3, 9), (100, 16, 16), (13, 5, 17), (6, 1, 16), (300, 600, 70), (20, 40, 300),
+    (5, 5, 5), (1, 4, 20), (20, 4, 1), (13, 0, 17),
+]
+
+
+def layouts(m, k, n):
+    """a and b row-major, each transposed, and a non-contiguous a."""
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    yield a, b
+    yield rng.standard_normal((k, m)).T, b
+    yield a, rng.standard_normal((n, k)).T
+    yield rng.standard_normal((2 * m, k))[::2], b
+
+
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_blocked_matmul_matches_numpy_for_every_shape_and_layout(m, k, n):
+    for a, b in layouts(m, k, n):
+        for product in (gemm.blocked_matmul(a, b), gemm.tg_matmul(a, b)):
+            assert product.shape == (m, n) and product.flags.c_contiguous
+            np.testing.assert_allclose(product, a @ b, rtol=1e-12, atol=1e-12)
+
+
+def test_matmul_into_fills_the_given_array():
+    a, b = rng.standard_normal((50, 70)), rng.standard_normal((70, 40))
+    out = np.full((50, 40), np.nan)
+    assert gemm.tg_matmul_into(a, b, out) is out
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12)

@@ -1,0 +1,100 @@
+"""Large temporaries kept from call to call (one set per thread), never handed back to the caller."""
+import threading
+
+import numpy as np
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+from tracegrad import codegen
+
+rng = np.random.default_rng(1)
+
+
+def layer(x, w):
+    return tnp.sum(tnp.tanh(x @ w) * 2.0, axis=0)
+
+
+def test_numba_source_keeps_large_temporaries_in_a_per_thread_workspace(monkeypatch):
+    monkeypatch.setattr(codegen, "WORKSPACE_MIN_SIZE", 8)
+    line = layer.__code__.co_firstlineno + 1
+    source = tg.jit(layer).lower(np.ones((4, 3)), np.ones((3, 2))).source
+    # d is made anew: the output of a reduction is not known to be a new array, so it might be a view of d
+    assert source == f"""\
+import threading
+
+
+def layer_core(a, b, _workspace):
+    # test_workspace.py:{line}
+    c = tg_matmul_into(a, b, _workspace[0])
+    d = np.empty((4, 2), np.float64)
+    for _i0 in range(4):
+        for _i1 in range(2):
+            # test_workspace.py:{line}
+            _e = np.tanh(c[_i0, _i1])
+            _d = _e * 2.0
+            d[_i0, _i1] = _d
+    # test_workspace.py:{line}
+    f_0_in = np.ascontiguousarray(d).reshape((1, 4, 2))
+    f_0 = np.zeros((1, 2), np.float64)
+    for _i in range(1):
+        f_0_row = f_0[_i]
+        for _r in range(4):
+            f_0_row += f_0_in[_i, _r]
+    f = f_0.reshape((2,))
+    return (f, )
+
+
+RUN_IN_PYTHON = ('layer',)
+layer_kept = threading.local()
+
+
+def layer(a, b):
+    # the large temporaries of layer_core, made once per thread and reused by each call
+    workspace = getattr(layer_kept, "arrays", None)
+    if workspace is None:
+        workspace = layer_kept.arrays = (
+            np.empty((4, 2), np.float64),  # c
+        )
+    return layer_core(a, b, workspace)
+"""
+
+
+def test_an_output_is_never_a_kept_array_or_a_view_of_one(monkeypatch):
+    monkeypatch.setattr(codegen, "WORKSPACE_MIN_SIZE", 8)
+
+    def f(x, w):
+        h = tnp.tanh(x @ w)
+        return h.T, tnp.reshape(h * 2.0, (-1,)), x @ w, tnp.sum(h)
+
+    compiled = tg.jit(f)
+    w = rng.standard_normal((3, 5))
+    x1, x2 = rng.standard_normal((7, 3)), rng.standard_normal((7, 3))
+    first = compiled(x1, w)
+    saved = [np.copy(value) for value in first]
+    second = compiled(x2, w)
+    for kept, value in zip(first, saved):
+        np.testing.assert_array_equal(kept, value)  # the second call changed none of the first call's arrays
+    h = np.tanh(x2 @ w)
+    for got, expected in zip(second, (h.T, (h * 2.0).reshape(-1), x2 @ w, h.sum())):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_threads_each_use_their_own_kept_arrays():
+    grad = tg.jit(tg.grad(lambda w, x: tnp.sum(tnp.tanh(x @ w) ** 2)))
+    w = rng.standard_normal((64, 128)) * 0.1
+    inputs = [rng.standard_normal((512, 64)) for _ in range(4)]
+    expected = [grad(w, x) for x in inputs]
+    assert "_workspace" in grad.lower(w, inputs[0]).source
+    wrong: list = []
+
+    def work(index):
+        for _ in range(20):
+            if not np.allclose(grad(w, inputs[index]), expected[index], rtol=1e-12, atol=0):
+                wrong.append(index)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
