@@ -157,9 +157,8 @@ def blocked_matmul_into(a, b, c):
     """c = a @ b, c a row-major matrix of the right shape (not a or b); returns c."""
     m, depth_total = a.shape
     n = b.shape[1]
-    if m < MR or n < 8 or depth_total == 0:  # near a vector: BLAS's matrix-vector product, no packing
-        c[:, :] = np.ascontiguousarray(a) @ np.ascontiguousarray(b)
-        return c
+    if m < 32 or n < 8 or m * n * depth_total < 4096:  # small, or near a vector: BLAS, no packing (measured)
+        return np.dot(a, b, c)
     if a.flags.f_contiguous and not a.flags.c_contiguous:  # a transposed matrix: read its rows as columns
         a_flat, a_row_step, a_k_step = np.ascontiguousarray(a.T).reshape(-1), 1, m
     else:
@@ -205,7 +204,7 @@ def blas_matmul(a, b):
 
 
 def blas_matmul_into(a, b, c):
-    return np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), c)
+    return np.dot(a, b, c)
 
 
 def has_avx512() -> bool:
