@@ -94,11 +94,11 @@ class SourceWriter:
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
 
-    def statement(self, op: Op, kept: bool = True) -> list[str]:
+    def statement(self, op: Op, into_workspace: bool = True) -> list[str]:
         rule = PRIMITIVES[op.primitive]
         emit = rule.emit if self.numba or rule.numpy_emit is None else rule.numpy_emit
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
-        if kept and op.out in self.workspace and self.is_product(op):  # a product into its kept array
+        if into_workspace and op.out in self.workspace and self.is_product(op):  # a product into its kept array
             return [f"{out} = tg_matmul_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
         if isinstance(emit, str):
             return [f"{out} = {emit.format(*inputs, **op.param)}"]
@@ -111,7 +111,7 @@ class SourceWriter:
             return f"# {source}"
         forward = op.adjoint_of
         if forward.out in self.defined_here:
-            return f"# adjoint of {self.statement(forward, kept=False)[0]}  ({source})"
+            return f"# adjoint of {self.statement(forward, into_workspace=False)[0]}  ({source})"
         emit = PRIMITIVES[forward.primitive].emit
         if isinstance(emit, str) and all(x in self.known for x in forward.inputs if isinstance(x, Var)):
             # the forward op itself was not needed: show what it computed
