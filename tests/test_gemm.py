@@ -8,17 +8,18 @@ rng = np.random.default_rng(0)
 
 SHAPES = [  # (m, k, n): whole blocks, edges in every direction, k over one chunk, n over one column block
     (12, 8, 32), (7, 3, 9), (100, 16, 16), (13, 5, 17), (6, 1, 16), (300, 600, 70), (20, 40, 300),
-    (5, 5, 5), (1, 4, 20), (20, 4, 1), (13, 0, 17),
+    (5, 5, 5), (1, 4, 20), (20, 4, 1), (13, 0, 17), (40, 300, 10), (38, 20, 48),
 ]
 
 
 def layouts(m, k, n):
-    """a and b row-major, each transposed, and a non-contiguous a."""
+    """a and b row-major, each transposed, and a non-contiguous a or b."""
     a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
     yield a, b
     yield rng.standard_normal((k, m)).T, b
     yield a, rng.standard_normal((n, k)).T
     yield rng.standard_normal((2 * m, k))[::2], b
+    yield rng.standard_normal((k, m)).T, rng.standard_normal((k, 2 * n))[:, ::2]
 
 
 @pytest.mark.parametrize("m, k, n", SHAPES)

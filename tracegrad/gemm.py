@@ -137,15 +137,39 @@ def store_row(c, at, left, right, accumulate):
 
 
 def pack_panels(b, row0, depth, col0, cols, out):
-    """b[row0:row0 + depth, col0:col0 + cols] as panels 16 columns wide, each depth × 16, zero-padded."""
+    """b[row0:row0 + depth, col0:col0 + cols] as panels 16 columns wide, each depth × 16, zero-padded.
+
+    b is row-major: a whole panel's row is two 8-wide copies."""
+    n = b.shape[1]
     for panel in range((cols + NR - 1) // NR):
         start, first = panel * depth * NR, col0 + panel * NR
         width = min(NR, col0 + cols - first)
+        if width == NR:
+            for k in range(depth):
+                at = (row0 + k) * n + first
+                store8(out, start + k * NR, load8(b, at))
+                store8(out, start + k * NR + 8, load8(b, at + 8))
+            continue
         for k in range(depth):
             for j in range(width):
                 out[start + k * NR + j] = b[row0 + k, first + j]
             for j in range(width, NR):
                 out[start + k * NR + j] = 0.0
+
+
+def pack_sliver(a_flat, row_step, k_step, i0, rows, k0, depth, out):
+    """out[k * 6 + i] = a[i0 + i, k0 + k] for a block of 6 rows of a (zeros past its last row).
+
+    Element [i, k] of a is a_flat[i * row_step + k * k_step]. In a transposed matrix (row_step 1) the
+    6 values of one k are neighbours: one 8-wide copy each, the 2 extra overwritten next (out has 2
+    spare at its end), where the 8 stay inside a's row."""
+    if row_step == 1 and rows == MR and i0 + 8 <= k_step:
+        for k in range(depth):
+            store8(out, k * MR, load8(a_flat, i0 + (k0 + k) * k_step))
+        return
+    for k in range(depth):
+        for i in range(MR):
+            out[k * MR + i] = a_flat[(i0 + i) * row_step + (k0 + k) * k_step] if i < rows else 0.0
 
 
 def blocked_matmul(a, b):
@@ -163,25 +187,23 @@ def blocked_matmul_into(a, b, c):
         a_flat, a_row_step, a_k_step = np.ascontiguousarray(a.T).reshape(-1), 1, m
     else:
         a_flat, a_row_step, a_k_step = np.ascontiguousarray(a).reshape(-1), depth_total, 1
+    b_rows = np.ascontiguousarray(b)
     b_packed = np.empty(min(KC, depth_total) * min(NC, (n + NR - 1) // NR * NR))
-    # 6 rows of a, copied to be read in order: the last rows when m is not a multiple of 6 (padded with
-    # zeros), and all rows of a transposed matrix, whose 6 values for one k lie in one row of memory
-    # and whose k-steps of a whole row would map the block onto a few sets of the L1 cache
-    a_sliver = np.empty(MR * KC)
+    # 6 rows of a, copied to be read in order: the last rows when m is not a multiple of 6, and the rows
+    # of a transposed matrix when several panels read them (one row of memory per k: a whole block
+    # read in place maps onto a few sets of the L1 cache)
+    a_sliver = np.empty(MR * KC + 2)
     edge_tile = np.empty(MR * NR)  # a block of c that sticks out of c: computed whole, its inner part stored
     for j0 in range(0, n, NC):
         cols = min(NC, n - j0)
         for k0 in range(0, depth_total, KC):
             depth = min(KC, depth_total - k0)
-            pack_panels(b, k0, depth, j0, cols, b_packed)
+            pack_panels(b_rows, k0, depth, j0, cols, b_packed)
             for i0 in range(0, m, MR):
                 rows = min(MR, m - i0)
                 a_block, a_start, row_step, k_step = a_flat, i0 * a_row_step + k0 * a_k_step, a_row_step, a_k_step
-                if rows < MR or a_row_step == 1:
-                    for k in range(depth):
-                        for i in range(MR):
-                            at = (i0 + i) * a_row_step + (k0 + k) * a_k_step
-                            a_sliver[k * MR + i] = a_flat[at] if i < rows else 0.0
+                if rows < MR or (a_row_step == 1 and cols > NR):
+                    pack_sliver(a_flat, a_row_step, a_k_step, i0, rows, k0, depth, a_sliver)
                     a_block, a_start, row_step, k_step = a_sliver, 0, 1, MR
                 for panel in range((cols + NR - 1) // NR):
                     first = j0 + panel * NR
@@ -217,6 +239,7 @@ CACHE = disk_cache.directory() is not None
 store_row = jit_compile(store_row, CACHE)  # each compiled at first use; numba links them together
 micro_kernel = jit_compile(micro_kernel, CACHE, inline=True)
 pack_panels = jit_compile(pack_panels, CACHE)
+pack_sliver = jit_compile(pack_sliver, CACHE)
 blocked_matmul_into = jit_compile(blocked_matmul_into, CACHE)
 blocked_matmul = jit_compile(blocked_matmul, CACHE)
 # what generated numba code calls for a float64 matrix product: into a fresh array, or into `c`
