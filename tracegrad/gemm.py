@@ -136,25 +136,27 @@ def store_row(c, at, left, right, accumulate):
     store8(c, at + 8, right)
 
 
-def pack_panels(b, row0, depth, col0, cols, out):
+def pack_panels(b_rows, transposed, row0, depth, col0, cols, out):
     """b[row0:row0 + depth, col0:col0 + cols] as panels 16 columns wide, each depth × 16, zero-padded.
 
-    b is row-major: a whole panel's row is two 8-wide copies."""
-    n = b.shape[1]
+    b_rows is b, or b.T when b is a transposed matrix, row-major. A whole panel's row of b is two
+    8-wide copies; a transposed b is read along its rows of memory."""
     for panel in range((cols + NR - 1) // NR):
         start, first = panel * depth * NR, col0 + panel * NR
         width = min(NR, col0 + cols - first)
-        if width == NR:
+        if transposed:
+            for j in range(NR):
+                for k in range(depth):
+                    out[start + k * NR + j] = b_rows[first + j, row0 + k] if j < width else 0.0
+        elif width == NR:
             for k in range(depth):
-                at = (row0 + k) * n + first
-                store8(out, start + k * NR, load8(b, at))
-                store8(out, start + k * NR + 8, load8(b, at + 8))
-            continue
-        for k in range(depth):
-            for j in range(width):
-                out[start + k * NR + j] = b[row0 + k, first + j]
-            for j in range(width, NR):
-                out[start + k * NR + j] = 0.0
+                at = (row0 + k) * b_rows.shape[1] + first
+                store8(out, start + k * NR, load8(b_rows, at))
+                store8(out, start + k * NR + 8, load8(b_rows, at + 8))
+        else:
+            for k in range(depth):
+                for j in range(NR):
+                    out[start + k * NR + j] = b_rows[row0 + k, first + j] if j < width else 0.0
 
 
 def pack_sliver(a_flat, row_step, k_step, i0, rows, k0, depth, out):
@@ -181,13 +183,15 @@ def blocked_matmul_into(a, b, c):
     """c = a @ b, c a row-major matrix of the right shape (not a or b); returns c."""
     m, depth_total = a.shape
     n = b.shape[1]
-    if m < 32 or n < 8 or m * n * depth_total < 4096:  # small, or near a vector: BLAS, no packing (measured)
-        return np.dot(a, b, c)
+    b_transposed = b.flags.f_contiguous and not b.flags.c_contiguous
+    few_rows = m < 64  # too few to pay for packing a thin or transposed b
+    if m == 1 or n < 8 or depth_total < 4 or m * n * depth_total < 8192 or (few_rows and (n < NR or b_transposed)):
+        return np.dot(a, b, c)  # small, thin or near a vector: BLAS wins (measured per shape)
     if a.flags.f_contiguous and not a.flags.c_contiguous:  # a transposed matrix: read its rows as columns
         a_flat, a_row_step, a_k_step = np.ascontiguousarray(a.T).reshape(-1), 1, m
     else:
         a_flat, a_row_step, a_k_step = np.ascontiguousarray(a).reshape(-1), depth_total, 1
-    b_rows = np.ascontiguousarray(b)
+    b_rows = np.ascontiguousarray(b.T) if b_transposed else np.ascontiguousarray(b)
     b_packed = np.empty(min(KC, depth_total) * min(NC, (n + NR - 1) // NR * NR))
     # 6 rows of a, copied to be read in order: the last rows when m is not a multiple of 6, and the rows
     # of a transposed matrix when several panels read them (one row of memory per k: a whole block
@@ -198,7 +202,7 @@ def blocked_matmul_into(a, b, c):
         cols = min(NC, n - j0)
         for k0 in range(0, depth_total, KC):
             depth = min(KC, depth_total - k0)
-            pack_panels(b_rows, k0, depth, j0, cols, b_packed)
+            pack_panels(b_rows, b_transposed, k0, depth, j0, cols, b_packed)
             for i0 in range(0, m, MR):
                 rows = min(MR, m - i0)
                 a_block, a_start, row_step, k_step = a_flat, i0 * a_row_step + k0 * a_k_step, a_row_step, a_k_step
