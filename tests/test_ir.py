@@ -189,9 +189,9 @@ def layer(a, b):
     np.testing.assert_allclose(tg.jit(layer)(x, w), np.tanh(h * 2.0) + np.exp(h), rtol=1e-14)
 
 
-def test_parallel_runs_large_elementwise_loops_over_cores_and_agrees():
-    def affine(x, y):
-        return x * 2.0 + y, tnp.sum(x * y, axis=1)
+def test_parallel_runs_long_elementwise_loops_over_cores_and_agrees():
+    def affine(x, y):  # 65,536 sines: worth the threads; the product's loop is plain arithmetic
+        return tnp.sin(x) * 2.0 + y, tnp.sum(x * y, axis=1)
 
     x, y = np.linspace(-1, 1, 256 * 256).reshape(256, 256), np.linspace(2, 3, 256)
     serial = tg.jit(affine)
@@ -206,7 +206,8 @@ def test_parallel_runs_large_elementwise_loops_over_cores_and_agrees():
     assert "= affine_loop0(a, b)" in source  # a function of its own: the rest stays serial
     for by_threads, by_one in zip(parallel(x, y), serial(x, y)):
         np.testing.assert_allclose(by_threads, by_one, rtol=1e-13)  # sums may add in another order
-    assert "numba.prange" not in parallel.lower(x[:16], y).source  # too small to pay for threads
+    assert source.count("numba.prange") == 1
+    assert "numba.prange" not in parallel.lower(x[:16], y).source  # too few sines to pay for threads
 
 
 def test_a_sum_of_a_fused_value_is_an_accumulator_in_its_loop():

@@ -22,7 +22,10 @@ MAX_OPS_PER_FUNCTION = 1000  # numba compiles ~1 ms per statement and chokes pas
 # From this many elements, tanh/exp/log run in NumPy's SIMD loops: entering object mode costs ~1 µs,
 # and NumPy saves ~14 ns (tanh) or ~2 ns (exp, log) per element over numba's libm calls.
 SIMD_UFUNC_MIN_SIZE = 512
-PARALLEL_MIN_SIZE = 65536  # with tg.config.parallel: smaller loops cost more to hand out to threads than they take
+# with tg.config.parallel, a loop runs on all cores when it makes at least this many libm calls
+# (sin, exp, pow, ...): waking the threads costs ~70 µs, and loops of plain arithmetic are bound by
+# memory, which two cores share (measured: they did not pay even at 2M elements in an MLP step)
+PARALLEL_MIN_LIBM_CALLS = 32768
 # From this many elements, a temporary array is kept from call to call (one set per thread): malloc hands
 # big blocks back to the system when they are freed, and touching fresh pages costs more than computing
 # on them (measured: one step of an MLP at batch 4,096, 18.6 ms with fresh arrays, 11.9 ms without)
@@ -67,7 +70,7 @@ class SourceWriter:
         self.defined_here = self.maker.keys()
         self.known = self.defined_here | set(program.constvars) | set(program.inputs)
         self.workspace: dict[Var, int] = {}  # large temporaries kept between calls: their index in `_workspace`
-        if self.fuse and not self.parallel and len(program.ops) <= MAX_OPS_PER_FUNCTION:
+        if self.fuse and len(program.ops) <= MAX_OPS_PER_FUNCTION:
             returned = may_be_returned(program)
             for group in self.groups(program.ops):
                 for var in self.allocated(group):
@@ -220,7 +223,8 @@ class SourceWriter:
 
         lines = [f"{self.name(v)} = {self.allocate(v)}" for v in kept]
         lines += [f"{self.name(op.out)} = {'0.0' if op.out.aval.dtype == 'f64' else '0'}" for op in sums]
-        parallel = self.parallel and math.prod(shape) >= PARALLEL_MIN_SIZE
+        libm_calls = math.prod(shape) * sum(PRIMITIVES[op.primitive].libm_call for op in group)
+        parallel = self.parallel and libm_calls >= PARALLEL_MIN_LIBM_CALLS
         outer = "numba.prange" if parallel else "range"
         lines += [INDENT * d + f"for _i{d} in {outer if d == 0 else 'range'}({n}):" for d, n in enumerate(shape)]
         depth, last_comment = INDENT * len(shape), None
@@ -246,6 +250,8 @@ class SourceWriter:
         reads = {x: None for op in group for x in op.inputs if isinstance(x, Var) and x not in inside}
         name = f"{self.function_name}_loop{len(self.loop_functions)}"
         params, results = [self.name(x) for x in reads], [self.name(v) for v in kept]
+        if any(v in self.workspace for v in kept):
+            params.append("_workspace")
         self.loop_functions.append("\n".join(function_text(name, params, lines, results)))
         return [f"{''.join(r + ', ' for r in results)}= {name}({', '.join(params)})"]
 

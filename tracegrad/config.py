@@ -1,7 +1,7 @@
 """Global settings, read when a transformation is created.
 
 `tg.config.backend = "python"` runs generated code without numba; `tg.config.debug_nans = True`
-stops at the first nan or inf; `tg.config.parallel = True` spreads large elementwise loops over
+stops at the first nan or inf; `tg.config.parallel = True` spreads long elementwise loops over
 the CPU's cores. The environment variables TRACEGRAD_BACKEND, TRACEGRAD_DEBUG_NANS and
 TRACEGRAD_PARALLEL set the defaults.
 """
@@ -20,7 +20,7 @@ class Config:
     # run new programs with NumPy while numba compiles them in a background thread
     compile_in_background: bool = attrs.field(
         default=os.environ.get("TRACEGRAD_BACKGROUND_COMPILE", "1") not in ("", "0"), converter=bool)
-    # numba prange over the outer index of elementwise loops of at least codegen.PARALLEL_MIN_SIZE elements
+    # numba prange over the outer index of elementwise loops that make codegen.PARALLEL_MIN_LIBM_CALLS libm calls
     parallel: bool = attrs.field(default=os.environ.get("TRACEGRAD_PARALLEL", "") not in ("", "0"), converter=bool)
 
     def snapshot(self) -> "Config":
