@@ -99,3 +99,26 @@ def test_two_processes_compiling_the_same_function_leave_one_valid_entry(cache_d
     (path,) = cache_dir.glob("tg_*.py")
     assert path.read_text().startswith(disk_cache.HEADER)
     assert not list(cache_dir.glob(".tmp-*"))
+
+
+def test_code_with_parallel_loops_is_compiled_by_each_process(cache_dir):
+    # numba's cache and parallel=True crash together (numba issues 4807, 10128): such code is never cached
+    script = textwrap.dedent("""
+        import numpy as np
+        import tracegrad as tg, tracegrad.numpy as tnp
+        tg.config.parallel = True
+        grad = tg.grad(lambda x: tnp.sum(tnp.sin(x) * x))
+        x = np.linspace(0.0, 1.0, 256 * 256).reshape(256, 256)
+        print(float(grad(x).sum()))
+        lowered = grad.lower(x)
+        assert "numba.prange" in lowered.source
+        print(sum(lowered.function.stats.cache_hits.values()), sum(lowered.function.stats.cache_misses.values()))
+    """)
+    environment = dict(os.environ, TRACEGRAD_CACHE_DIR=str(cache_dir), TRACEGRAD_BACKEND="numba",
+                       TRACEGRAD_BACKGROUND_COMPILE="0")
+    runs = [subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    first, second = (run.stdout.split("\n") for run in runs)
+    assert first[0] == second[0]
+    assert first[1] == second[1] == "0 1"  # hits, misses: compiled both times

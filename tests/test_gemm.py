@@ -25,13 +25,14 @@ def layouts(m, k, n):
 @pytest.mark.parametrize("m, k, n", SHAPES)
 def test_blocked_matmul_matches_numpy_for_every_shape_and_layout(m, k, n):
     for a, b in layouts(m, k, n):
-        for product in (gemm.blocked_matmul(a, b), gemm.tg_matmul(a, b)):
+        for product in (gemm.blocked_matmul(a, b), gemm.tg_matmul(a, b), gemm.parallel_matmul(a, b)):
             assert product.shape == (m, n) and product.flags.c_contiguous
             np.testing.assert_allclose(product, a @ b, rtol=1e-12, atol=1e-12)
 
 
 def test_matmul_into_fills_the_given_array():
     a, b = rng.standard_normal((50, 70)), rng.standard_normal((70, 40))
-    out = np.full((50, 40), np.nan)
-    assert gemm.tg_matmul_into(a, b, out) is out
-    np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    for matmul_into in (gemm.tg_matmul_into, gemm.parallel_matmul_into):
+        out = np.full((50, 40), np.nan)
+        assert matmul_into(a, b, out) is out
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12)

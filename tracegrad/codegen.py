@@ -26,6 +26,10 @@ SIMD_UFUNC_MIN_SIZE = 512
 # (sin, exp, pow, ...): waking the threads costs ~70 µs, and loops of plain arithmetic are bound by
 # memory, which two cores share (measured: they did not pay even at 2M elements in an MLP step)
 PARALLEL_MIN_LIBM_CALLS = 32768
+# with tg.config.parallel, a product of at least this many multiply-adds (m·k·n) has its rows shared
+# out among the threads (measured: 0.57-0.65 of the serial time at 34-67M, 1.5-1.9 at 2-4M)
+PARALLEL_MIN_PRODUCT = 1 << 24
+GEMM_FUNCTIONS = ("tg_matmul", "tg_matmul_into", "tg_parallel_matmul", "tg_parallel_matmul_into")  # tracegrad.gemm
 # From this many elements, a temporary array is kept from call to call (one set per thread): malloc hands
 # big blocks back to the system when they are freed, and touching fresh pages costs more than computing
 # on them (measured: one step of an MLP at batch 4,096, 18.6 ms with fresh arrays, 11.9 ms without)
@@ -101,8 +105,11 @@ class SourceWriter:
         rule = PRIMITIVES[op.primitive]
         emit = rule.emit if self.numba or rule.numpy_emit is None else rule.numpy_emit
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
-        if into_workspace and op.out in self.workspace and self.is_product(op):  # a product into its kept array
-            return [f"{out} = tg_matmul_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
+        if self.numba and self.is_product(op):
+            name = "tg_parallel_matmul" if self.parallel and multiply_adds(op) >= PARALLEL_MIN_PRODUCT else "tg_matmul"
+            if into_workspace and op.out in self.workspace:  # into its kept array
+                return [f"{out} = {name}_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
+            return [f"{out} = {name}({inputs[0]}, {inputs[1]})"]
         if isinstance(emit, str):
             return [f"{out} = {emit.format(*inputs, **op.param)}"]
         lines = emit(out, inputs, op)
@@ -303,6 +310,11 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
     return "".join(loop + "\n\n" for loop in writer.loop_functions) + text
 
 
+def multiply_adds(product: Op) -> int:
+    (m, k), n = product.inputs[0].aval.shape, product.inputs[1].aval.shape[1]
+    return m * k * n
+
+
 def may_be_returned(program: Program) -> set[Var]:
     """The Vars whose array an output may be, or be a view of: these are never kept between calls.
 
@@ -390,10 +402,10 @@ def execute(source: str, name: str) -> dict:
         import numba
 
         namespace["numba"] = numba
-    if "tg_matmul" in source:
-        from .gemm import tg_matmul, tg_matmul_into
+    if "matmul" in source:
+        from . import gemm
 
-        namespace.update(tg_matmul=tg_matmul, tg_matmul_into=tg_matmul_into)
+        namespace.update({name: getattr(gemm, name) for name in GEMM_FUNCTIONS})
     exec(compile(source, filename, "exec"), namespace)
     return namespace
 
@@ -416,8 +428,9 @@ def load(source: str, name: str, backend: str):
     functions = [key for key, value in namespace.items()
                  if isinstance(value, types.FunctionType) and value.__module__ == namespace.get("__name__")]
     if backend == "numba":
+        cache = module is not None and not uses_threads(source)
         for function_name in set(functions) - set(namespace.get("RUN_IN_PYTHON", ())):
-            namespace[function_name] = jit_compile(namespace[function_name], cache=module is not None)
+            namespace[function_name] = jit_compile(namespace[function_name], cache=cache)
         function = namespace[name]
     else:
         function = python_backend(namespace[name])
@@ -426,9 +439,16 @@ def load(source: str, name: str, backend: str):
     return function
 
 
+def uses_threads(source: str) -> bool:
+    """Code with numba's parallel loops, which numba must not cache: a cached function that calls a
+    parallel one can crash a later process that loads it (numba issues 4807 and 10128)."""
+    return "numba.prange" in source or "tg_parallel_matmul" in source
+
+
 def is_ready(source: str, backend: str) -> bool:
     """Whether `load` would not need to compile: loaded in this process, or in the disk cache."""
-    return (source, backend) in _loaded or (backend == "numba" and disk_cache.has_entry(source))
+    return (source, backend) in _loaded or (
+        backend == "numba" and disk_cache.has_entry(source) and not uses_threads(source))
 
 
 _compiler = None  # one background thread: numba compiles one function at a time anyway

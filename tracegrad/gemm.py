@@ -11,6 +11,7 @@ an LLVM `<8 x double>` type. On a CPU with AVX-512 each vector is one register; 
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -23,6 +24,7 @@ from .codegen import jit_compile
 MR, NR = 6, 16  # the micro-kernel's block of C: 6 rows by 2 vectors of 8
 KC = 256  # the shared dimension in chunks of 256: a packed panel of B (256 × 16) is 32 KB, in L1
 NC = 256  # columns of B packed at once: 256 × 256 doubles is 512 KB, in L2
+THREADS = numba.config.NUMBA_NUM_THREADS  # a constant: numba cannot cache a function that asks at run time
 
 
 class Float64x8(types.Type):
@@ -181,17 +183,56 @@ def blocked_matmul(a, b):
 
 def blocked_matmul_into(a, b, c):
     """c = a @ b, c a row-major matrix of the right shape (not a or b); returns c."""
-    m, depth_total = a.shape
-    n = b.shape[1]
-    b_transposed = b.flags.f_contiguous and not b.flags.c_contiguous
+    if blas_is_faster(a, b):
+        return np.dot(a, b, c)
+    a_flat, a_row_step, a_k_step, b_rows, b_transposed = operands(a, b)
+    multiply_rows(a_flat, a_row_step, a_k_step, b_rows, b_transposed, c, 0, a.shape[0])
+    return c
+
+
+def parallel_matmul(a, b):
+    return parallel_matmul_into(a, b, np.empty((a.shape[0], b.shape[1])))
+
+
+def parallel_matmul_into(a, b, c):
+    """blocked_matmul_into with c's rows shared out among numba's threads, each packing its own copy of b."""
+    if blas_is_faster(a, b):
+        return np.dot(a, b, c)
+    a_flat, a_row_step, a_k_step, b_rows, b_transposed = operands(a, b)
+    m = a.shape[0]
+    slivers = (m + MR - 1) // MR
+    parts = min(THREADS, slivers)
+    for part in numba.prange(parts):
+        first, last = slivers * part // parts * MR, min(m, slivers * (part + 1) // parts * MR)
+        if first < last:
+            multiply_rows(a_flat, a_row_step, a_k_step, b_rows, b_transposed, c, first, last)
+    return c
+
+
+def blas_is_faster(a, b):
+    """Small, thin or near a vector (measured per shape)."""
+    m, depth, n = a.shape[0], a.shape[1], b.shape[1]
     few_rows = m < 64  # too few to pay for packing a thin or transposed b
-    if m == 1 or n < 8 or depth_total < 4 or m * n * depth_total < 8192 or (few_rows and (n < NR or b_transposed)):
-        return np.dot(a, b, c)  # small, thin or near a vector: BLAS wins (measured per shape)
+    return (m == 1 or n < 8 or depth < 4 or m * n * depth < 8192
+            or (few_rows and (n < NR or (b.flags.f_contiguous and not b.flags.c_contiguous))))
+
+
+def operands(a, b):
+    """a as a flat array with the steps of its rows and columns; b (or b.T, when b is transposed) row-major."""
+    m, depth = a.shape
     if a.flags.f_contiguous and not a.flags.c_contiguous:  # a transposed matrix: read its rows as columns
         a_flat, a_row_step, a_k_step = np.ascontiguousarray(a.T).reshape(-1), 1, m
     else:
-        a_flat, a_row_step, a_k_step = np.ascontiguousarray(a).reshape(-1), depth_total, 1
+        a_flat, a_row_step, a_k_step = np.ascontiguousarray(a).reshape(-1), depth, 1
+    b_transposed = b.flags.f_contiguous and not b.flags.c_contiguous
     b_rows = np.ascontiguousarray(b.T) if b_transposed else np.ascontiguousarray(b)
+    return a_flat, a_row_step, a_k_step, b_rows, b_transposed
+
+
+def multiply_rows(a_flat, a_row_step, a_k_step, b_rows, b_transposed, c, row_start, row_end):
+    """c[row_start:row_end] = a[row_start:row_end] @ b, row_start a multiple of 6."""
+    depth_total = b_rows.shape[0] if not b_transposed else b_rows.shape[1]
+    n = c.shape[1]
     b_packed = np.empty(min(KC, depth_total) * min(NC, (n + NR - 1) // NR * NR))
     # 6 rows of a, copied to be read in order: the last rows when m is not a multiple of 6, and the rows
     # of a transposed matrix when several panels read them (one row of memory per k: a whole block
@@ -203,8 +244,8 @@ def blocked_matmul_into(a, b, c):
         for k0 in range(0, depth_total, KC):
             depth = min(KC, depth_total - k0)
             pack_panels(b_rows, b_transposed, k0, depth, j0, cols, b_packed)
-            for i0 in range(0, m, MR):
-                rows = min(MR, m - i0)
+            for i0 in range(row_start, row_end, MR):
+                rows = min(MR, row_end - i0)
                 a_block, a_start, row_step, k_step = a_flat, i0 * a_row_step + k0 * a_k_step, a_row_step, a_k_step
                 if rows < MR or (a_row_step == 1 and cols > NR):
                     pack_sliver(a_flat, a_row_step, a_k_step, i0, rows, k0, depth, a_sliver)
@@ -222,7 +263,6 @@ def blocked_matmul_into(a, b, c):
                         for j in range(width):
                             total = edge_tile[i * NR + j]
                             c[i0 + i, first + j] = c[i0 + i, first + j] + total if k0 > 0 else total
-    return c
 
 
 def blas_matmul(a, b):
@@ -244,10 +284,18 @@ store_row = jit_compile(store_row, CACHE)  # each compiled at first use; numba l
 micro_kernel = jit_compile(micro_kernel, CACHE, inline=True)
 pack_panels = jit_compile(pack_panels, CACHE)
 pack_sliver = jit_compile(pack_sliver, CACHE)
+blas_is_faster = jit_compile(blas_is_faster, CACHE)
+operands = jit_compile(operands, CACHE)
+multiply_rows = jit_compile(multiply_rows, CACHE)
 blocked_matmul_into = jit_compile(blocked_matmul_into, CACHE)
 blocked_matmul = jit_compile(blocked_matmul, CACHE)
-# what generated numba code calls for a float64 matrix product: into a fresh array, or into `c`
+parallel_matmul_into = jit_compile(parallel_matmul_into, False)  # never cached: see codegen.uses_threads
+parallel_matmul = jit_compile(parallel_matmul, False)
+# what generated numba code calls for a float64 matrix product: into a fresh array, or into `c`;
+# with tg.config.parallel, for a large product, on all cores
 if has_avx512():
     tg_matmul, tg_matmul_into = blocked_matmul, blocked_matmul_into
-else:
+    tg_parallel_matmul, tg_parallel_matmul_into = parallel_matmul, parallel_matmul_into
+else:  # BLAS, which has threads of its own
     tg_matmul, tg_matmul_into = jit_compile(blas_matmul, CACHE), jit_compile(blas_matmul_into, CACHE)
+    tg_parallel_matmul, tg_parallel_matmul_into = tg_matmul, tg_matmul_into
