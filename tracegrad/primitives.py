@@ -331,16 +331,10 @@ def matmul_rule(x: Aval, y: Aval) -> Aval:
     return Aval((x.shape[0], y.shape[1]), promote(x, y))
 
 
-def emit_matmul(out: str, ins: list[str], op: Op):
-    if all(x.aval.dtype == "f64" for x in op.inputs):
-        return f"tg_matmul({ins[0]}, {ins[1]})"  # tracegrad.gemm: beats numba's BLAS call where it can
-    return f"{ins[0]} @ {ins[1]}"
-
-
-# matmul: 2-d by 2-d; tnp.matmul reshapes 1-d operands to 2-d around it
-register("matmul", matmul_rule, np.matmul, emit_matmul,
-         lambda g, out, x, y: (g @ bind("transpose", y, perm=(1, 0)), bind("transpose", x, perm=(1, 0)) @ g),
-         numpy_emit="{0} @ {1}")
+# matmul: 2-d by 2-d; tnp.matmul reshapes 1-d operands to 2-d around it. Under numba, the code
+# generator sends float64 products to tracegrad.gemm instead of `@` (SourceWriter.statement)
+register("matmul", matmul_rule, np.matmul, "{0} @ {1}",
+         lambda g, out, x, y: (g @ bind("transpose", y, perm=(1, 0)), bind("transpose", x, perm=(1, 0)) @ g))
 
 # -- indexing ----------------------------------------------------------------------------
 
