@@ -100,9 +100,10 @@ def test_threads_each_use_their_own_kept_arrays():
     assert not wrong
 
 
-def test_parallel_loops_fill_kept_arrays(monkeypatch):
+def test_parallel_loops_and_products_fill_kept_arrays(monkeypatch):
     monkeypatch.setattr(codegen, "WORKSPACE_MIN_SIZE", 8)
     monkeypatch.setattr(codegen, "PARALLEL_MIN_LIBM_CALLS", 8)
+    monkeypatch.setattr(codegen, "PARALLEL_MIN_PRODUCT", 8)
 
     def f(x, w, b, v):
         return tnp.sum((tnp.tanh(x @ w + b) * 3.0) @ v)
@@ -112,9 +113,11 @@ def test_parallel_loops_fill_kept_arrays(monkeypatch):
         compiled = tg.jit(f)
     finally:
         tg.config.parallel = False
-    x, w, b, v = rng.standard_normal((32, 4)), rng.standard_normal((4, 8)), rng.standard_normal(8), rng.standard_normal(8)
+    x, w = rng.standard_normal((32, 4)), rng.standard_normal((4, 8))
+    b, v = rng.standard_normal(8), rng.standard_normal(8)
     source = compiled.lower(x, w, b, v).source
     assert "def f_loop0(e, c, _workspace):" in source and "numba.prange(32)" in source
+    assert "e = tg_parallel_matmul_into(a, b, _workspace[0])" in source
     for scale in (1.0, 2.0):  # a second call refills the same arrays
         expected = np.sum((np.tanh((x * scale) @ w + b) * 3.0) @ v)
         np.testing.assert_allclose(compiled(x * scale, w, b, v), expected, rtol=1e-12)
