@@ -1,8 +1,13 @@
 """tracegrad.gemm: the blocked matrix product that generated numba code calls."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
-from tracegrad import gemm
+from tracegrad import codegen, gemm
 
 rng = np.random.default_rng(0)
 
@@ -36,3 +41,27 @@ def test_matmul_into_fills_the_given_array():
         out = np.full((50, 40), np.nan)
         assert matmul_into(a, b, out) is out
         np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+
+
+def test_the_blas_fallback_matches_numpy_for_every_layout():  # what hosts without AVX-512 run
+    matmul, matmul_into = (codegen.jit_compile(f, cache=False) for f in (gemm.blas_matmul, gemm.blas_matmul_into))
+    for a, b in layouts(13, 5, 17):
+        np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-12)
+        out = np.empty((13, 17))
+        assert matmul_into(a, b, out) is out
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+
+
+def test_a_strided_operand_compiles_without_numbas_performance_warning():
+    # numba warns once per process, when it first compiles np.dot for a strided type: a fresh process
+    script = textwrap.dedent("""
+        import numpy as np
+        from tracegrad import gemm
+        a, b = np.ones((14, 6))[::2], np.ones((6, 5))
+        assert (gemm.tg_matmul(a, b) == 6.0).all() and (gemm.tg_matmul(b.T, a.T) == 6.0).all()
+    """)
+    environment = dict(os.environ, TRACEGRAD_DISABLE_CACHE="1")
+    run = subprocess.run([sys.executable, "-W", "always", "-c", script], env=environment, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "NumbaPerformanceWarning" not in run.stderr

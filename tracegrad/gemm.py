@@ -16,7 +16,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 from . import disk_cache
 from .codegen import jit_compile
@@ -176,6 +176,18 @@ def pack_sliver(a_flat, row_step, k_step, i0, rows, k0, depth, out):
             out[k * MR + i] = a_flat[(i0 + i) * row_step + (k0 + k) * k_step] if i < rows else 0.0
 
 
+def blas_operand(x):
+    """x as BLAS takes it: row- or column-major as it is, copied only when it is a strided view."""
+    return x if x.flags.c_contiguous or x.flags.f_contiguous else np.ascontiguousarray(x)
+
+
+@overload(blas_operand)
+def blas_operand_compiled(x):
+    """Decided on x's type, so numba never compiles its slow strided `np.dot` (and its warning)."""
+    if isinstance(x, types.Array):
+        return (lambda x: x) if x.layout in "CF" else (lambda x: np.ascontiguousarray(x))
+
+
 def blocked_matmul(a, b):
     """a @ b for float64 matrices, each row-major or a transposed row-major one; a fresh row-major result."""
     return blocked_matmul_into(a, b, np.empty((a.shape[0], b.shape[1])))
@@ -184,7 +196,7 @@ def blocked_matmul(a, b):
 def blocked_matmul_into(a, b, c):
     """c = a @ b, c a row-major matrix of the right shape (not a or b); returns c."""
     if blas_is_faster(a, b):
-        return np.dot(a, b, c)
+        return np.dot(blas_operand(a), blas_operand(b), c)
     a_flat, a_row_step, a_k_step, b_rows, b_transposed = operands(a, b)
     multiply_rows(a_flat, a_row_step, a_k_step, b_rows, b_transposed, c, 0, a.shape[0])
     return c
@@ -197,7 +209,7 @@ def parallel_matmul(a, b):
 def parallel_matmul_into(a, b, c):
     """blocked_matmul_into with c's rows shared out among numba's threads, each packing its own copy of b."""
     if blas_is_faster(a, b):
-        return np.dot(a, b, c)
+        return np.dot(blas_operand(a), blas_operand(b), c)
     a_flat, a_row_step, a_k_step, b_rows, b_transposed = operands(a, b)
     m = a.shape[0]
     slivers = (m + MR - 1) // MR
@@ -266,11 +278,11 @@ def multiply_rows(a_flat, a_row_step, a_k_step, b_rows, b_transposed, c, row_sta
 
 
 def blas_matmul(a, b):
-    return a @ b
+    return blas_operand(a) @ blas_operand(b)
 
 
 def blas_matmul_into(a, b, c):
-    return np.dot(a, b, c)
+    return np.dot(blas_operand(a), blas_operand(b), c)
 
 
 def has_avx512() -> bool:
