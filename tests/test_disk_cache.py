@@ -16,37 +16,39 @@ def cache_dir(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(path))
     monkeypatch.delenv("TRACEGRAD_DISABLE_CACHE", raising=False)
+    monkeypatch.setattr(disk_cache, "_warned", False)
     yield path
     for name in [n for n in sys.modules if n.startswith("tracegrad_cache.")]:
         del sys.modules[name]
 
 
 def entry(cache_dir):
-    (path,) = cache_dir.glob("tg_*.py")
+    (path,) = cache_dir.glob("tg_*/tg_*.py")
     return path
 
 
-def test_an_entry_is_written_once_privately_and_imported(cache_dir):
+def test_an_entry_is_written_once_privately_and_executed_from_its_own_text(cache_dir):
     module = disk_cache.load_module(SOURCE)
     assert module.double(1.5) == (3.0,)
     path = entry(cache_dir)
     assert path.read_text() == disk_cache.HEADER + SOURCE
     assert cache_dir.stat().st_mode & 0o777 == 0o700
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert path.stat().st_mode & 0o777 == 0o600
     written = path.stat().st_mtime_ns
     del sys.modules[module.__name__]  # as in a new process
     assert disk_cache.load_module(SOURCE).double(2.0) == (4.0,)
     assert path.stat().st_mtime_ns == written
-    assert not list(cache_dir.glob(".tmp-*"))
+    assert not list(cache_dir.rglob(".tmp-*"))
+    assert not list(cache_dir.rglob("*.pyc"))  # no bytecode is written, so none is ever read
 
 
-def test_a_changed_entry_is_replaced_not_executed(cache_dir):
+def test_a_changed_entry_is_never_executed_and_is_rewritten(cache_dir):
     module = disk_cache.load_module(SOURCE)
     del sys.modules[module.__name__]
     path = entry(cache_dir)
     path.write_text("raise SystemExit('a tampered cache entry was executed')\n")
-    with pytest.warns(UserWarning, match="damaged or foreign"):
-        reloaded = disk_cache.load_module(SOURCE)
-    assert reloaded.double(1.0) == (2.0,)
+    assert disk_cache.load_module(SOURCE).double(1.0) == (2.0,)
     assert path.read_text() == disk_cache.HEADER + SOURCE
 
 
@@ -60,8 +62,36 @@ def test_the_cache_can_be_turned_off(cache_dir, monkeypatch):
 def test_a_directory_writable_by_others_is_refused(cache_dir):
     cache_dir.mkdir()
     cache_dir.chmod(0o777)
-    with pytest.warns(UserWarning, match="writable by others"):
+    with pytest.warns(RuntimeWarning, match="writable by others"):
         assert disk_cache.load_module(SOURCE) is None
+
+
+def test_signed_files_are_read_back_only_unchanged_and_private(cache_dir):
+    root = disk_cache.directory()
+    path = root / "payload"
+    disk_cache.write_signed(root, path, b"machine code")
+    assert disk_cache.read_signed(root, path) == b"machine code"
+    signed = path.read_bytes()
+    for changed in (signed[:-1] + b"?", signed[:-3], signed.replace(b"machine", b"MACHINE"), b"plain pickle"):
+        path.write_bytes(changed)
+        assert disk_cache.read_signed(root, path) is None
+    path.write_bytes(signed)
+    path.chmod(0o644)  # readable by others: not a file tracegrad wrote
+    assert disk_cache.read_signed(root, path) is None
+    path.chmod(0o600)
+    os.rename(path, root / "other-name")  # a valid file under another file's name
+    assert disk_cache.read_signed(root, root / "other-name") is None
+
+
+def test_a_damaged_key_is_replaced_and_what_it_signed_is_void(cache_dir):
+    root = disk_cache.directory()
+    path = root / "payload"
+    disk_cache.write_signed(root, path, b"machine code")
+    (root / "key").write_bytes(b"short")
+    disk_cache.key.cache_clear()
+    assert disk_cache.read_signed(root, path) is None
+    assert len(disk_cache.key(root)) == disk_cache.KEY_BYTES
+    assert (root / "key").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_second_process_loads_numbas_machine_code_from_the_cache(cache_dir):
@@ -96,9 +126,9 @@ def test_two_processes_compiling_the_same_function_leave_one_valid_entry(cache_d
     assert [process.returncode for process in processes] == [0, 0], outputs
     for (out, _), x in zip(outputs, (1.0, 2.0)):
         assert float(out) == pytest.approx(2.718281828459045 ** x * (1 + x))
-    (path,) = cache_dir.glob("tg_*.py")
+    (path,) = cache_dir.glob("tg_*/tg_*.py")
     assert path.read_text().startswith(disk_cache.HEADER)
-    assert not list(cache_dir.glob(".tmp-*"))
+    assert not list(cache_dir.rglob(".tmp-*"))
 
 
 def test_code_with_parallel_loops_is_compiled_by_each_process(cache_dir):

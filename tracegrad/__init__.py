@@ -9,7 +9,7 @@
 """
 from . import errors, nn, optim
 from .api import cache_info, grad, jit, make_ir, value_and_grad, vjp
-from .codegen import wait_for_compiles
+from .concurrency import wait_for_compiles
 from .check import check_grads
 from .config import config
 from .graph import draw, to_dot

@@ -7,8 +7,8 @@ into the enclosing trace instead of running it.
 """
 from __future__ import annotations
 
+import collections
 import functools
-import threading
 import warnings
 import weakref
 from typing import Any, Callable
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import attrs
 import numpy as np
 
-from . import ad, codegen, errors, trace
+from . import ad, codegen, concurrency, errors, trace
 from .config import Config, config
 from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
@@ -109,9 +109,26 @@ def with_arrays_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
     return run
 
 
+def without_last(count: int, unflatten: Callable) -> Callable:
+    return lambda outputs: unflatten(outputs[:-count])
+
+
 def numba_like_outputs(run: Callable) -> Callable:
     """The python backend's `run`, returning a tuple of Python scalars and arrays as numba does."""
     return lambda *args: tuple([python_value(x) for x in run(*args)])
+
+
+_warned_numba_is_full = False
+
+
+def warn_numba_is_full() -> None:
+    global _warned_numba_is_full
+    if not _warned_numba_is_full:
+        _warned_numba_is_full = True
+        warnings.warn(f"tracegrad: numba has compiled {config.max_compiled_programs} programs in this process "
+                      "(tg.config.max_compiled_programs) and never frees their machine code, so new programs run "
+                      "as NumPy code; calls with fewer distinct shapes (pad or bucket them) compile fewer programs",
+                      RuntimeWarning, stacklevel=4)
 
 
 def raising(error: BaseException) -> Callable:
@@ -188,7 +205,8 @@ def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Si
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
-    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config, array_outputs=()):
+    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config, array_outputs=(),
+                 checked_outputs: int = 0):
         self.traced = traced
         self.result_tree = result_tree
         self.name = name
@@ -196,7 +214,9 @@ class Compiled:
         self.unflatten = unflattener(result_tree)
         if array_outputs:  # the gradients of 0-d array arguments
             self.unflatten = with_arrays_at(array_outputs, self.unflatten)
-        self.lock = threading.Lock()
+        if checked_outputs:  # the last outputs are computed for debug_nans to check, not returned
+            self.unflatten = without_last(checked_outputs, self.unflatten)
+        self.lock = concurrency.new_lock()
         if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
 
@@ -223,32 +243,74 @@ class Compiled:
         return codegen.load(self.source, self.name, self.settings.backend)
 
     function = None  # the code each call runs: set by `start` on the first call
+    queued = False  # a background compile of this program is queued or running
+    dropped = False  # evicted from its function's signatures: a queued compile is skipped
 
     def start(self, leaves) -> Callable:
-        """Load the code; while numba compiles new code in the background, NumPy runs the same program."""
+        """Choose the code of the first call: numba's, or NumPy's while numba compiles in the background."""
         with self.lock:
             if self.function is not None:
                 return self.function
             settings = self.settings
-            if (settings.backend == "numba" and settings.compile_in_background
-                    and not codegen.is_ready(self.source, "numba")):
-                numpy_source = codegen.generate_source(self.optimized.program, self.name,
-                                                       check_finite=settings.debug_nans)
-                self.function = numba_like_outputs(codegen.load(numpy_source, self.name, "python"))
-                codegen.compile_in_background(lambda: self.finish_compiling(leaves))
-            else:
+            if settings.backend == "python":
                 self.function = self.compiled_code()
+            elif not codegen.numba_has_room(self.source):
+                warn_numba_is_full()
+                self.function = self.numpy_code()
+            elif settings.compile_in_background and not codegen.is_ready(self.source, "numba"):
+                self.function = self.numpy_stand_in
+                self.request_compile(leaves)
+            else:
+                self.function = self.compile_on_first_call
             return self.function
 
+    def numpy_code(self) -> Callable:
+        """The program as NumPy calls, returning what numba's code returns."""
+        source = codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans)
+        return numba_like_outputs(codegen.load(source, self.name, "python"))
+
+    def numpy_stand_in(self, *args):
+        """NumPy's run of the program while numba compiles it; asks again if the compile queue dropped it."""
+        if not self.queued:
+            self.request_compile(args[len(self.consts):])
+        return self.numpy_function(*args)
+
+    @functools.cached_property
+    def numpy_function(self) -> Callable:
+        return self.numpy_code()
+
+    def request_compile(self, leaves) -> None:
+        self.queued = True
+        concurrency.submit(concurrency.Job(lambda: self.finish_compiling(leaves), self.compile_dropped))
+
+    def compile_dropped(self) -> None:
+        self.queued = False
+
+    def compile_on_first_call(self, *args):
+        """Load numba's code, which compiles (or loads from the disk cache) as it runs first."""
+        function = self.compiled_code()
+        outputs = function(*args)
+        codegen.mark_compiled(self.source)
+        self.function = function
+        return outputs
+
     def finish_compiling(self, leaves) -> None:
+        """On the compile thread: compile numba's code for the first call's arguments, then switch to it."""
+        if self.dropped:
+            return
         try:
             function = self.compiled_code()
-            function(*self.consts, *leaves)  # numba compiles for these argument types
+            try:
+                function(*self.consts, *leaves)  # numba compiles for these argument types
+            except (FloatingPointError, IndexError):
+                pass  # compiled; these arguments fail at run time (debug_nans, an index out of range), as in NumPy
+            codegen.mark_compiled(self.source)
         except BaseException as error:  # said now, and raised by the next call
             warnings.warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
                           "the next call raises the error", RuntimeWarning, stacklevel=1)
             function = raising(error)
         self.function = function
+        self.queued = False
 
     def finish(self, outputs):
         if self.settings.backend == "python":
@@ -280,10 +342,11 @@ class Transformed:
         self.fun = fun
         self.build = build
         self.static_argnums = static_argnums
-        self.cache: dict = {}
+        self.cache: collections.OrderedDict = collections.OrderedDict()  # least recently called first
         self.fast_calls: dict = {}  # per cache key: its fast-lane caller, or None
         self.fast_call = lambda args: MISS  # the fast lane: the caller of the last signature that worked
-        self.lock = threading.Lock()
+        self.fast_key = None  # the key of the fast lane's signature
+        self.lock = concurrency.new_lock()
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__name__ = getattr(fun, "__name__", "fun")
@@ -303,6 +366,27 @@ class Transformed:
                 if not any(isinstance(c, Tracer) for c in entry.traced.consts):
                     self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
                     self.fast_calls[key] = None if self.static_argnums else known_signature_call(key, entry)
+                    self.drop_least_recent()
+        return entry
+
+    def drop_least_recent(self) -> None:
+        """Keep at most `tg.config.max_signatures` signatures (numba's code of a dropped one stays loaded)."""
+        while len(self.cache) > max(config.max_signatures, 1):
+            key = next(iter(self.cache))
+            if key == self.fast_key:  # called by the fast lane, so recently: keep it
+                self.cache.move_to_end(key)
+                key = next(iter(self.cache))
+            self.cache.pop(key).dropped = True
+            self.fast_calls.pop(key, None)
+
+    def entry(self, args, key) -> Compiled:
+        entry = self.cache.get(key)
+        if entry is None:
+            return self.compiled(args, key)
+        try:
+            self.cache.move_to_end(key)
+        except KeyError:  # dropped by another thread meanwhile
+            pass
         return entry
 
     def __call__(self, *args):
@@ -311,17 +395,17 @@ class Transformed:
             return result
         leaves: list = []
         key = self.key(args, leaves)
-        entry = self.cache.get(key) or self.compiled(args, key)
+        entry = self.entry(args, key)
         result = entry(leaves)
         fast_call = self.fast_calls.get(key)
         if fast_call is not None and not entry.prepare_arguments:  # after a call that worked
-            self.fast_call = fast_call
+            self.fast_call, self.fast_key = fast_call, key
         return result
 
     def lower(self, *args) -> Lowered:
         """The traced program (`.ir`) and generated `.source` for these arguments; callable like the function."""
         key = self.key(args, [])
-        return Lowered(self, self.cache.get(key) or self.compiled(args, key))
+        return Lowered(self, self.entry(args, key), key)
 
 
 @attrs.frozen(eq=False)
@@ -330,6 +414,7 @@ class Lowered:
 
     transformed: Transformed
     compiled: Compiled
+    key: tuple
 
     ir = property(lambda self: self.compiled.ir)
     optimized_ir = property(lambda self: self.compiled.optimized.program)  # what .source is generated from
@@ -338,7 +423,7 @@ class Lowered:
 
     def __call__(self, *args):
         leaves: list = []
-        if self.transformed.key(args, leaves) not in self.transformed.cache:
+        if self.transformed.key(args, leaves) != self.key:
             raise TypeError(f"a lowered function takes arguments of the signature it was lowered for "
                             f"(at {trace.where_text(trace.user_source_line())}); call the function itself "
                             "for other shapes and types")
@@ -354,7 +439,7 @@ def transformed(fun: Callable, options: tuple, make: Callable[[], Transformed]) 
         per_function = _transforms.setdefault(fun, {})
     except TypeError:  # not weakly referenceable: no sharing
         return make()
-    key = options + attrs.astuple(config)
+    key = options + config.transformation_settings()
     if key not in per_function:
         per_function[key] = make()
     return per_function[key]
@@ -416,9 +501,11 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
             value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
             return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", settings,
                             array_outputs=tuple(1 + n_aux + j for j in zero_d))
-        kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux)])
+        # under debug_nans the value is computed too (and dropped), so a nan in it is caught as JAX catches it
+        checked = [0] if settings.debug_nans else []
+        kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux), *checked])
         result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
-        return Compiled(kept, result, "grad", settings, array_outputs=tuple(zero_d))
+        return Compiled(kept, result, "grad", settings, array_outputs=tuple(zero_d), checked_outputs=len(checked))
 
     return build
 
@@ -510,5 +597,6 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
 
 
 def cache_info() -> dict:
-    """How many times functions were traced and distinct programs compiled in this process."""
-    return {"traces": trace_count, "compiles": codegen.compile_count}
+    """How many times functions were traced, distinct programs compiled by numba in this process, and
+    background compiles queued or running."""
+    return {"traces": trace_count, "compiles": codegen.compile_count, "pending_compiles": concurrency.pending_count()}

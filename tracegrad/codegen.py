@@ -6,15 +6,18 @@ and pdb show it. `jit_compile` is the one place that calls numba.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import linecache
 import math
 import os
 import types
+from pathlib import Path
 
 import numpy as np
 
-from . import disk_cache, tape
+from . import concurrency, disk_cache, tape
+from .config import config
 from .ir import Literal, Namer, Op, Program, Var
 from .primitives import PRIMITIVES, numpy_dtype
 
@@ -34,6 +37,8 @@ GEMM_FUNCTIONS = ("tg_matmul", "tg_matmul_into", "tg_parallel_matmul", "tg_paral
 # big blocks back to the system when they are freed, and touching fresh pages costs more than computing
 # on them (measured: one step of an MLP at batch 4,096, 18.6 ms with fresh arrays, 11.9 ms without)
 WORKSPACE_MIN_SIZE = 32768
+# the primitives whose code may give back their input's array or a view of it (reshape, .T, x[1:], x itself)
+VIEW_PRIMITIVES = frozenset({"reshape", "transpose", "slice", "stop_gradient"})
 INDENT = "    "
 
 compile_count = 0  # how many distinct sources were compiled; the tests count them
@@ -74,6 +79,7 @@ class SourceWriter:
         self.defined_here = self.maker.keys()
         self.known = self.defined_here | set(program.constvars) | set(program.inputs)
         self.workspace: dict[Var, int] = {}  # large temporaries kept between calls: their index in `_workspace`
+        self.copied_outputs = self.outputs_to_copy()
         if self.fuse and len(program.ops) <= MAX_OPS_PER_FUNCTION:
             returned = may_be_returned(program)
             for group in self.groups(program.ops):
@@ -273,9 +279,36 @@ class SourceWriter:
 
     def result(self, atom) -> str:
         text = self.atom(atom)
-        if isinstance(atom, Var) and atom not in self.defined_here and atom.aval.shape:
-            return f"{text}.copy()"  # never hand back the caller's own array
-        return text
+        return f"{text}.copy()" if atom in self.copied_outputs else text
+
+    def outputs_to_copy(self) -> set:
+        """The outputs whose array may be an argument's, a constant's or an earlier output's, or a view of one.
+
+        Outputs never share memory with the caller's arrays or with each other: a user who
+        changes one in place changes nothing else.
+        """
+        copied, claimed = set(), set()
+        arguments = set(self.program.constvars + self.program.inputs)
+        for atom in self.program.outputs:
+            if not isinstance(atom, Var) or atom.aval.shape == ():
+                continue
+            bases = self.array_bases(atom)
+            if bases & (arguments | claimed):
+                copied.add(atom)
+            else:
+                claimed |= bases
+        return copied
+
+    def array_bases(self, var: Var) -> set:
+        """The Vars whose arrays `var`'s array may be, or be a view of."""
+        op = self.maker.get(var)
+        if op is None or not self.may_share_input(op):
+            return {var}
+        return set().union(*(self.array_bases(x) for x in op.inputs if isinstance(x, Var) and x.aval.shape))
+
+    def may_share_input(self, op: Op) -> bool:
+        """Whether the code of `op` may hand back its input's array or a view of it."""
+        return op.primitive in VIEW_PRIMITIVES or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
 
 
 def function_text(name: str, params: list[str], body: list[str], results: list[str]) -> list[str]:
@@ -374,12 +407,13 @@ def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
     return "\n".join(texts) + "\n"
 
 
-def jit_compile(function, cache: bool, inline: bool = False):
+def jit_compile(function, cache_directory: Path | None = None, inline: bool = False):
     """The one call to numba.njit: NumPy's error model (1/0 is inf, not an exception).
 
     The GIL is released, except by functions that call NumPy in object mode; functions with
     `numba.prange` loops are compiled for several threads; an `inline` function is compiled
-    into each function that calls it.
+    into each function that calls it. With a `cache_directory` (of `disk_cache`), the machine
+    code is saved there, signed, and loaded from there by later processes.
     """
     import numba
 
@@ -388,11 +422,87 @@ def jit_compile(function, cache: bool, inline: bool = False):
         # OpenMP's threads spin after each loop by default and, on a machine with few cores, take
         # them from the serial code that follows (measured: 16.5 ms -> 23 ms per step on 2 cores)
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    return numba.njit(function, error_model="numpy", nogil="objmode" not in names, parallel="prange" in names,
-                      cache=cache, inline="always" if inline else "never")
+    dispatcher = numba.njit(function, error_model="numpy", nogil="objmode" not in names, parallel="prange" in names,
+                            inline="always" if inline else "never")
+    if cache_directory is not None:
+        from . import numba_cache
+
+        numba_cache.cached(dispatcher, cache_directory, source_stamp=cache_directory.name)
+    return dispatcher
 
 
-def execute(source: str, name: str) -> dict:
+MAX_PYTHON_PROGRAMS = 1024  # NumPy-run programs kept loaded (with their linecache entries), least recent dropped
+
+_load_lock = concurrency.new_lock()
+_numba_loaded: dict[str, object] = {}  # never dropped: numba does not free machine code
+_python_loaded: collections.OrderedDict[str, tuple[object, str]] = collections.OrderedDict()
+
+
+def load(source: str, name: str, backend: str):
+    """Execute generated `source` and return its function `name`, compiled for `backend`.
+
+    Loaded once per distinct source and process, by one thread while others wait for it: a
+    retrace that produces the same code, or another function with the same code, compiles
+    nothing. numba compiles a function at its first call.
+    """
+    global compile_count
+    with _load_lock:
+        if backend == "numba":
+            function = _numba_loaded.get(source)
+            if function is None:
+                function = _numba_loaded[source] = load_for_numba(source, name)
+            return function
+        loaded = _python_loaded.get(source)
+        if loaded is None:
+            filename, namespace = execute(source, name)
+            loaded = _python_loaded[source] = (python_backend(namespace[name]), filename)
+            compile_count += 1
+            if len(_python_loaded) > MAX_PYTHON_PROGRAMS:
+                _, (_, dropped) = _python_loaded.popitem(last=False)
+                linecache.cache.pop(dropped, None)
+        else:
+            _python_loaded.move_to_end(source)
+        return loaded[0]
+
+
+def load_for_numba(source: str, name: str):
+    global compile_count
+    module = disk_cache.load_module(source)
+    namespace = module.__dict__ if module else execute(source, name)[1]
+    cache_directory = module.CACHE_DIRECTORY if module and not uses_threads(source) else None
+    functions = [key for key, value in namespace.items()
+                 if isinstance(value, types.FunctionType) and value.__module__ == namespace.get("__name__")]
+    for function_name in set(functions) - set(namespace.get("RUN_IN_PYTHON", ())):
+        namespace[function_name] = jit_compile(namespace[function_name], cache_directory)
+    compile_count += 1
+    return namespace[name]
+
+
+def numba_has_room(source: str) -> bool:
+    """Whether numba may compile `source`: it is loaded already, or fewer than `max_compiled_programs` are."""
+    return source in _numba_loaded or len(_numba_loaded) < config.max_compiled_programs
+
+
+def uses_threads(source: str) -> bool:
+    """Code with numba's parallel loops, which numba must not cache: a cached function that calls a
+    parallel one can crash a later process that loads it (numba issues 4807 and 10128)."""
+    return "numba.prange" in source or "tg_parallel_matmul" in source
+
+
+def is_ready(source: str, backend: str) -> bool:
+    """Whether `load` and a first call would not need to compile: loaded in this process, or numba's code on disk."""
+    if backend == "python":
+        return True
+    return source in _numba_loaded or (disk_cache.is_compiled(source) and not uses_threads(source))
+
+
+def mark_compiled(source: str) -> None:
+    """numba has compiled `source` and saved its code: later processes load it instead of compiling."""
+    if not uses_threads(source):
+        disk_cache.mark_compiled_source(source)
+
+
+def execute(source: str, name: str) -> tuple[str, dict]:
     """Run generated source in a fresh namespace, registered in linecache for tracebacks and pdb."""
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     filename = f"<tracegrad {name} {digest}>"
@@ -407,71 +517,7 @@ def execute(source: str, name: str) -> dict:
 
         namespace.update({name: getattr(gemm, name) for name in GEMM_FUNCTIONS})
     exec(compile(source, filename, "exec"), namespace)
-    return namespace
-
-
-_loaded: dict[tuple[str, str], object] = {}
-
-
-def load(source: str, name: str, backend: str):
-    """Execute generated `source` and return its function `name`, compiled for `backend`.
-
-    Loaded once per distinct source: a retrace that produces the same code compiles nothing.
-    """
-    global compile_count
-    key = (source, backend)
-    function = _loaded.get(key)
-    if function is not None:
-        return function
-    module = disk_cache.load_module(source) if backend == "numba" else None
-    namespace = module.__dict__ if module else execute(source, name)
-    functions = [key for key, value in namespace.items()
-                 if isinstance(value, types.FunctionType) and value.__module__ == namespace.get("__name__")]
-    if backend == "numba":
-        cache = module is not None and not uses_threads(source)
-        for function_name in set(functions) - set(namespace.get("RUN_IN_PYTHON", ())):
-            namespace[function_name] = jit_compile(namespace[function_name], cache=cache)
-        function = namespace[name]
-    else:
-        function = python_backend(namespace[name])
-    compile_count += 1
-    _loaded[key] = function
-    return function
-
-
-def uses_threads(source: str) -> bool:
-    """Code with numba's parallel loops, which numba must not cache: a cached function that calls a
-    parallel one can crash a later process that loads it (numba issues 4807 and 10128)."""
-    return "numba.prange" in source or "tg_parallel_matmul" in source
-
-
-def is_ready(source: str, backend: str) -> bool:
-    """Whether `load` would not need to compile: loaded in this process, or in the disk cache."""
-    return (source, backend) in _loaded or (
-        backend == "numba" and disk_cache.has_entry(source) and not uses_threads(source))
-
-
-_compiler = None  # one background thread: numba compiles one function at a time anyway
-_pending: set = set()  # the background compiles not finished yet
-
-
-def compile_in_background(job) -> None:
-    """Run `job` on the compile thread; the interpreter waits for it at exit, so the disk cache fills."""
-    global _compiler
-    if _compiler is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _compiler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracegrad-compile")
-    future = _compiler.submit(job)
-    _pending.add(future)
-    future.add_done_callback(_pending.discard)
-
-
-def wait_for_compiles() -> None:
-    """Block until every background compile started so far has finished."""
-    from concurrent.futures import wait
-
-    wait(list(_pending))
+    return filename, namespace
 
 
 def python_backend(function):

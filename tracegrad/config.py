@@ -2,8 +2,13 @@
 
 `tg.config.backend = "python"` runs generated code without numba; `tg.config.debug_nans = True`
 stops at the first nan or inf; `tg.config.parallel = True` spreads long elementwise loops over
-the CPU's cores. The environment variables TRACEGRAD_BACKEND, TRACEGRAD_DEBUG_NANS and
-TRACEGRAD_PARALLEL set the defaults.
+the CPU's cores. The environment variables TRACEGRAD_BACKEND, TRACEGRAD_DEBUG_NANS,
+TRACEGRAD_PARALLEL and TRACEGRAD_BACKGROUND_COMPILE set the defaults.
+
+The bounds on memory, disk and exit time (`max_signatures`, `max_compiled_programs`,
+`cache_max_mb`, `exit_wait_seconds`; TRACEGRAD_MAX_SIGNATURES, TRACEGRAD_MAX_COMPILED_PROGRAMS,
+TRACEGRAD_CACHE_MAX_MB, TRACEGRAD_EXIT_WAIT_SECONDS) hold for the whole process and are read
+when they apply.
 """
 import os
 
@@ -23,9 +28,28 @@ class Config:
     # numba prange over the outer index of elementwise loops that make codegen.PARALLEL_MIN_LIBM_CALLS libm calls
     parallel: bool = attrs.field(default=os.environ.get("TRACEGRAD_PARALLEL", "") not in ("", "0"), converter=bool)
 
+    # signatures a transformed function keeps traced and loaded, the least recently called dropped first
+    max_signatures: int = attrs.field(default=int(os.environ.get("TRACEGRAD_MAX_SIGNATURES", "256")),
+                                      converter=int, metadata={"process_wide": True})
+    # programs numba compiles in a process; numba never frees machine code (~1-2 MB a program),
+    # so later ones run as NumPy code
+    max_compiled_programs: int = attrs.field(default=int(os.environ.get("TRACEGRAD_MAX_COMPILED_PROGRAMS", "500")),
+                                             converter=int, metadata={"process_wide": True})
+    # the on-disk cache's size; the entries used longest ago are removed first
+    cache_max_mb: int = attrs.field(default=int(os.environ.get("TRACEGRAD_CACHE_MAX_MB", "1024")), converter=int,
+                                    metadata={"process_wide": True})
+    # at exit, how long to let queued background compiles fill the disk cache for the next process
+    exit_wait_seconds: float = attrs.field(default=float(os.environ.get("TRACEGRAD_EXIT_WAIT_SECONDS", "10")),
+                                           converter=float, metadata={"process_wide": True})
+
     def snapshot(self) -> "Config":
         """A copy, so a transformation keeps the settings in force when it was created."""
         return attrs.evolve(self)
+
+    def transformation_settings(self) -> tuple:
+        """The settings a transformation keeps (the process-wide bounds apart)."""
+        return tuple(getattr(self, field.name) for field in attrs.fields(Config)
+                     if not field.metadata.get("process_wide"))
 
 
 config = Config()

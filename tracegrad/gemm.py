@@ -291,7 +291,7 @@ def has_avx512() -> bool:
     return llvm.get_host_cpu_features().get("avx512f", False)
 
 
-CACHE = disk_cache.directory() is not None
+CACHE = disk_cache.numba_directory("gemm")  # None when the cache is off
 store_row = jit_compile(store_row, CACHE)  # each compiled at first use; numba links them together
 micro_kernel = jit_compile(micro_kernel, CACHE, inline=True)
 pack_panels = jit_compile(pack_panels, CACHE)
@@ -301,8 +301,8 @@ operands = jit_compile(operands, CACHE)
 multiply_rows = jit_compile(multiply_rows, CACHE)
 blocked_matmul_into = jit_compile(blocked_matmul_into, CACHE)
 blocked_matmul = jit_compile(blocked_matmul, CACHE)
-parallel_matmul_into = jit_compile(parallel_matmul_into, False)  # never cached: see codegen.uses_threads
-parallel_matmul = jit_compile(parallel_matmul, False)
+parallel_matmul_into = jit_compile(parallel_matmul_into)  # never cached: see codegen.uses_threads
+parallel_matmul = jit_compile(parallel_matmul)
 # what generated numba code calls for a float64 matrix product: into a fresh array, or into `c`;
 # with tg.config.parallel, for a large product, on all cores
 if has_avx512():
