@@ -1,5 +1,10 @@
 """tg.config.debug_nans: the first nan or inf stops the program, naming the op, the pass and the line."""
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,3 +50,42 @@ def test_off_by_default_and_the_generated_code_has_no_checks(python_backend):
     assert not tg.config.debug_nans
     assert math.isnan(tg.jit(log_of)(np.array([-1.0])))
     assert "isfinite" not in tg.grad(root_of).lower(4.0).source
+
+
+def test_a_nan_value_whose_gradient_is_finite_is_caught_by_grad(debug_nans):
+    def loss(x):  # its gradient, 1.0, does not need the nan value
+        return x + tnp.log(-1.0 * tnp.abs(x) - 1.0)
+
+    with pytest.raises(FloatingPointError, match="log produced nan or inf in the forward pass"):
+        tg.grad(loss)(2.0)
+    with pytest.raises(FloatingPointError, match="log produced nan or inf in the forward pass"):
+        tg.grad(lambda x: tnp.sum(tnp.log(x - 2.0)) * 0.0 + tnp.sum(x))(np.array([1.0, 3.0]))
+
+
+def test_a_nan_under_background_compile_does_not_poison_the_function(tmp_path):
+    # the background compile runs the first call's arguments again: their nan is theirs, not a failed compile
+    script = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        import tracegrad as tg
+        import tracegrad.numpy as tnp
+        tg.config.debug_nans = True
+        warnings.simplefilter("error")  # "numba could not compile" would be an error
+        f = tg.jit(lambda x: tnp.sum(tnp.log(x)))
+        try:
+            f(np.array([1.0, -1.0]))
+        except FloatingPointError:
+            pass
+        tg.wait_for_compiles()
+        assert hasattr(f.lower(np.ones(2)).compiled.function, "py_func"), "numba's code is in place"
+        print(f(np.array([1.0, np.e])))
+        try:
+            f(np.array([-1.0, 1.0]))
+        except FloatingPointError as error:
+            print("raised", "log produced nan" in str(error))
+    """)
+    environment = dict(os.environ, TRACEGRAD_CACHE_DIR=str(tmp_path), TRACEGRAD_BACKEND="numba",
+                       TRACEGRAD_BACKGROUND_COMPILE="1", PYTHONPATH=str(Path(__file__).parents[1]))
+    run = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["1.0", "raised True"]

@@ -23,6 +23,7 @@ from .errors import NonScalarOutputError
 from .ir import Aval, Program
 from .passes import optimize, select_outputs
 from .trace import Traced, Tracer
+from .warn import warn
 from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
 
 trace_count = 0  # how many times a user function was traced; the tests count them
@@ -125,10 +126,9 @@ def warn_numba_is_full() -> None:
     global _warned_numba_is_full
     if not _warned_numba_is_full:
         _warned_numba_is_full = True
-        warnings.warn(f"tracegrad: numba has compiled {config.max_compiled_programs} programs in this process "
-                      "(tg.config.max_compiled_programs) and never frees their machine code, so new programs run "
-                      "as NumPy code; calls with fewer distinct shapes (pad or bucket them) compile fewer programs",
-                      RuntimeWarning, stacklevel=4)
+        warn(f"tracegrad: numba has compiled {config.max_compiled_programs} programs in this process "
+             "(tg.config.max_compiled_programs) and never frees their machine code, so new programs run "
+             "as NumPy code; calls with fewer distinct shapes (pad or bucket them) compile fewer programs")
 
 
 def raising(error: BaseException) -> Callable:
@@ -306,8 +306,8 @@ class Compiled:
                 pass  # compiled; these arguments fail at run time (debug_nans, an index out of range), as in NumPy
             codegen.mark_compiled(self.source)
         except BaseException as error:  # said now, and raised by the next call
-            warnings.warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
-                          "the next call raises the error", RuntimeWarning, stacklevel=1)
+            warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
+                 "the next call raises the error")
             function = raising(error)
         self.function = function
         self.queued = False

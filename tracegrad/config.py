@@ -36,8 +36,8 @@ class Config:
     max_compiled_programs: int = attrs.field(default=int(os.environ.get("TRACEGRAD_MAX_COMPILED_PROGRAMS", "500")),
                                              converter=int, metadata={"process_wide": True})
     # the on-disk cache's size; the entries used longest ago are removed first
-    cache_max_mb: int = attrs.field(default=int(os.environ.get("TRACEGRAD_CACHE_MAX_MB", "1024")), converter=int,
-                                    metadata={"process_wide": True})
+    cache_max_mb: float = attrs.field(default=float(os.environ.get("TRACEGRAD_CACHE_MAX_MB", "1024")),
+                                      converter=float, metadata={"process_wide": True})
     # at exit, how long to let queued background compiles fill the disk cache for the next process
     exit_wait_seconds: float = attrs.field(default=float(os.environ.get("TRACEGRAD_EXIT_WAIT_SECONDS", "10")),
                                            converter=float, metadata={"process_wide": True})
