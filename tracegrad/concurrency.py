@@ -7,14 +7,16 @@ exit, the process waits for the queue at most `tg.config.exit_wait_seconds`, the
 rest; files are written atomically, so an abandoned compile leaves nothing half-written.
 
 A forked child inherits locks in the state the parent's threads left them, but not those
-threads: tracegrad's locks are made fresh in the child, numba's compiler lock is held across
-the fork (so no compile is half-done in the child), and the child takes over the compiles the
-parent had queued, on a thread of its own.
+threads. So `fork` first waits for the background compile running (and any numba compile) to
+end, so that no import or compile is half-done in the child; tracegrad's other locks are made
+fresh in the child, and the child takes over the compiles the parent had queued, on a thread
+of its own.
 """
 from __future__ import annotations
 
 import atexit
 import collections
+import logging  # noqa: F401  (for its fork hooks: see the end of this module)
 import os
 import sys
 import threading
@@ -45,6 +47,7 @@ class Job:
 
 
 _condition = threading.Condition()
+_job_lock = threading.Lock()  # held while a compile runs; a fork waits for it
 _pending: collections.deque[Job] = collections.deque()
 _running: Job | None = None
 _worker: threading.Thread | None = None
@@ -75,7 +78,8 @@ def work() -> None:
                 _condition.notify_all()
                 _condition.wait()
             _running = job = _pending.popleft()
-        job.run()  # reports its own errors
+        with _job_lock:
+            job.run()  # reports its own errors
 
 
 def pending_count() -> int:
@@ -111,42 +115,47 @@ def finish_at_exit() -> None:
 
 
 def numba_compiler_lock():
-    if "numba" not in sys.modules:  # not imported: nothing compiles
-        return None
-    from numba.core.compiler_lock import global_compiler_lock
+    """numba's compiler lock if numba is imported (never imported here: a fork may come mid-import)."""
+    module = sys.modules.get("numba.core.compiler_lock")
+    return getattr(module, "global_compiler_lock", None)
 
-    return global_compiler_lock
+
+_held_across_fork: list = []
 
 
 def before_fork() -> None:
-    compiler_lock = numba_compiler_lock()
+    """Wait for the compile running to end, so the child sees no import or compile half-done."""
+    _job_lock.acquire()
+    compiler_lock = numba_compiler_lock()  # a compile in another thread
     if compiler_lock is not None:
-        compiler_lock.acquire()  # waits for a compile in progress to end
+        compiler_lock.acquire()
     _condition.acquire()
+    _held_across_fork[:] = [_condition, compiler_lock, _job_lock]
 
 
 def after_fork_in_parent() -> None:
-    _condition.release()
-    compiler_lock = numba_compiler_lock()
-    if compiler_lock is not None:
-        compiler_lock.release()
+    for lock in _held_across_fork:
+        if lock is not None:
+            lock.release()
+    _held_across_fork.clear()
 
 
 def after_fork_in_child() -> None:
     global _condition, _worker, _running
+    after_fork_in_parent()
     for lock in list(_fork_safe_locks):
         lock._at_fork_reinit()
     inherited = ([_running] if _running is not None else []) + list(_pending)
     _condition = threading.Condition()
     _pending.clear()
     _running = _worker = None
-    compiler_lock = numba_compiler_lock()
-    if compiler_lock is not None:
-        compiler_lock.release()
     for job in inherited:  # the parent's thread does not exist here: this process compiles them
         submit(job)
 
 
+# `logging` is imported above for its own fork hooks, which hold its lock across a fork: registered
+# before ours, they run after ours, so the compile we wait for can still log (imported by numba
+# during our wait instead, they would release a lock they never took)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=before_fork, after_in_parent=after_fork_in_parent,
                         after_in_child=after_fork_in_child)
