@@ -146,10 +146,17 @@ def as_traceable_array(value) -> np.ndarray:
 
 
 def bind(primitive: str, *args, **params):
-    """Apply a primitive: stage it if a Tracer is among `args`, else compute it with NumPy."""
-    if not any(isinstance(a, Tracer) for a in args):
-        return PRIMITIVES[primitive].impl(*args, **params)
+    """Apply a primitive: stage it if a Tracer is among `args`, else compute it with NumPy.
+
+    Computed inside a trace, the value is a constant of the program being traced: like the
+    program's compiled code, NumPy then gives inf and nan without a warning (`tnp.log(0.0)`).
+    """
     builder = current_builder()
+    if not any(isinstance(a, Tracer) for a in args):
+        if builder is None:
+            return PRIMITIVES[primitive].impl(*args, **params)
+        with np.errstate(all="ignore"):
+            return PRIMITIVES[primitive].impl(*args, **params)
     if builder is None:
         raise errors.LeakedTracerError(
             f"{primitive} was applied to a traced value outside any trace (at {where_text(user_source_line())}); "
