@@ -111,9 +111,22 @@ register("mul", arithmetic("mul"), np.multiply, "{0} * {1}",
 register("div", lambda x, y: Aval(broadcast_shapes("div", x, y), "f64"), np.true_divide, "{0} / {1}",
          lambda g, out, x, y: (g / y, -g * out / y), neutral=(1.0, (1,)), elementwise=True)
 
-# pow: x ** y; d/dx = y x^(y-1), d/dy = log(x) x^y
-register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}",
-         lambda g, out, x, y: (g * y * x ** (y - 1.0), g * bind("log", x) * out),
+def pow_vjp(g, out, x, y):
+    # d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
+    # x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
+    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. A concrete
+    # operand (a literal, a constant array) has no cotangent, and a where on it is computed now:
+    # `x ** 2.5` gets the same two ops as y x^(y-1) alone, no compare and no where
+    x_cotangent = y_cotangent = None
+    if isinstance(x, trace.Tracer):
+        x_cotangent = g * y * x ** (bind("where", y == 0.0, 1.0, y) - 1.0)
+    if isinstance(y, trace.Tracer):
+        y_cotangent = g * bind("log", bind("where", x == 0.0, 1.0, x)) * out
+    return x_cotangent, y_cotangent
+
+
+# pow: x ** y; d/dx = y x^(y-1) (0 where y == 0), d/dy = log(x) x^y (0 where x == 0)
+register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}", pow_vjp,
          neutral=(1.0, (1,)), elementwise=True, libm_call=True)
 
 # maximum: ties split the cotangent evenly, as in JAX
