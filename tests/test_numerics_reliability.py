@@ -101,3 +101,42 @@ def test_a_literal_exponent_keeps_the_adjoint_cheap():
     assert adjoint_primitives(lambda x: tnp.sum(x ** 2.5), np.ones(3)) == ["pow", "mul"]
     assert adjoint_primitives(lambda y: 2.0 ** y, 3.0) == ["pow", "mul"]
     assert {"eq", "where"} <= set(adjoint_primitives(lambda x, y: x ** y, 2.0, 3.0))
+
+
+# -- integers too large for int64 ----------------------------------------------------------
+
+HERE = r"test_numerics_reliability\.py:\d+"
+TOO_LARGE = np.array([1, 2**64 - 1], dtype=np.uint64)  # wrapped to int64, 2**64 - 1 would be the index -1
+
+
+def test_uint64_arguments_too_large_for_int64_are_refused(backend):
+    x = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(tg.errors.IntegerOverflowError, match=rf"uint64 value 18446744073709551615.*{HERE}.*2\*\*63"):
+        tg.jit(lambda x, i: x[i] * 1.0)(x, TOO_LARGE)
+    with pytest.raises(OverflowError, match=HERE):
+        tg.grad(tg.nn.softmax_cross_entropy)(np.zeros((2, 3)), TOO_LARGE)
+
+
+def test_uint64_arguments_that_fit_still_work(backend):
+    x = np.array([1.0, 2.0, 3.0])
+    labels = np.array([2, 0], dtype=np.uint64)
+    np.testing.assert_array_equal(tg.jit(lambda x, i: x[i] * 1.0)(x, labels), [3.0, 1.0])
+    largest = np.array([2**63 - 1], dtype=np.uint64)
+    np.testing.assert_array_equal(tg.jit(lambda i: i - 1)(largest), [2**63 - 2])
+    logits = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    reference = tg.grad(tg.nn.softmax_cross_entropy)(logits, labels.astype(np.int64))
+    np.testing.assert_array_equal(tg.grad(tg.nn.softmax_cross_entropy)(logits, labels), reference)
+
+
+def test_closed_over_integers_too_large_for_int64_are_refused(backend):
+    big = np.array([2**63], dtype=np.uint64)
+    with pytest.raises(tg.errors.IntegerOverflowError, match=rf"uint64 value 9223372036854775808.*{HERE}"):
+        tg.jit(lambda i: i + big)(np.array([1]))
+    with pytest.raises(tg.errors.IntegerOverflowError, match=HERE):
+        tg.jit(lambda i: i + np.uint64(2**64 - 1))(np.array([1]))
+    with pytest.raises(tg.errors.IntegerOverflowError, match=HERE):
+        tg.jit(lambda x: x[TOO_LARGE])(np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(tg.errors.IntegerOverflowError, match=rf"integer 9223372036854775808.*{HERE}"):
+        tg.jit(lambda i: i + 2**63)(np.array([1]))
+    np.testing.assert_array_equal(tg.jit(lambda i: i + np.uint64(5))(np.array([1])), [6])
+    assert tg.jit(lambda x: x * 2**64)(1.0) == 2.0**64  # next to a float, a large int is a float

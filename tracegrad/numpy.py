@@ -11,7 +11,7 @@ import builtins
 import numpy as np
 
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
-from .trace import Tracer, bind, user_source_line, where_text
+from .trace import Tracer, as_traceable_array, bind, user_source_line, where_text
 
 # array constants: these build concrete NumPy arrays, which traced code uses as constants
 array, asarray, zeros, ones, full, arange, eye, linspace = (
@@ -278,7 +278,7 @@ def gather(x, index):
 
 
 def as_index(a):
-    return a if isinstance(a, Tracer) else np.asarray(a, dtype=np.int64)
+    return a if isinstance(a, Tracer) else as_traceable_array(a)
 
 
 # -- NumPy's dispatch protocols ----------------------------------------------------------
