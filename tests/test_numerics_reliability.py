@@ -1,6 +1,7 @@
 """Numerics at the edges: division by a literal zero in the adjoint, safe powers, index bounds,
-unsigned integers too large for int64. Expected values are JAX's, written out as constants."""
+unsigned integers too large for int64. Where JAX is the reference, its values are written out."""
 import math
+import re
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
+from tracegrad.primitives import bind
 
 
 @pytest.fixture
@@ -140,3 +142,124 @@ def test_closed_over_integers_too_large_for_int64_are_refused(backend):
         tg.jit(lambda i: i + 2**63)(np.array([1]))
     np.testing.assert_array_equal(tg.jit(lambda i: i + np.uint64(5))(np.array([1])), [6])
     assert tg.jit(lambda x: x * 2**64)(1.0) == 2.0**64  # next to a float, a large int is a float
+
+
+# -- integer indices out of bounds ---------------------------------------------------------
+
+
+def scaled_gather(x, i):
+    return x[i] * 1.0
+
+
+GATHER_LINE = scaled_gather.__code__.co_firstlineno + 1
+X3 = np.array([1.0, 2.0, 3.0])
+
+
+def out_of_bounds(axis: int, size: int, line: int) -> str:
+    return rf"out of bounds for axis {axis} of size {size} \(at [^)]*test_numerics_reliability\.py:{line}\)"
+
+
+@pytest.mark.parametrize("index", [3, 5, -4, 10**9, -10**9], ids=str)
+def test_an_index_out_of_bounds_raises_naming_the_line(backend, index):
+    with pytest.raises(IndexError, match=out_of_bounds(0, 3, GATHER_LINE)):
+        tg.jit(scaled_gather)(X3, np.array([0, index]))
+    with pytest.raises(IndexError, match=out_of_bounds(0, 3, GATHER_LINE)):  # rows of a matrix
+        tg.jit(scaled_gather)(np.ones((3, 2)), np.array([index, 1]))
+    with pytest.raises(IndexError, match=out_of_bounds(0, 3, GATHER_LINE)):  # the adjoint's scatter_add alone
+        tg.grad(lambda x, i: tnp.sum(scaled_gather(x, i)))(X3, np.array([index]))
+
+
+def pick(x, i, j):
+    return x[i, j] * 1.0
+
+
+def cross_entropy(logits, labels):
+    return tg.nn.softmax_cross_entropy(logits, labels)
+
+
+def scatter(g, i):
+    return bind("scatter_add", g, i, shape=(3, 2))
+
+
+PICK_LINE, CROSS_ENTROPY_LINE, SCATTER_LINE = (f.__code__.co_firstlineno + 1 for f in (pick, cross_entropy, scatter))
+
+
+def test_negative_indices_count_from_the_end(backend):
+    np.testing.assert_array_equal(tg.jit(scaled_gather)(X3, np.array([-1, -3, 0, 2])), [3.0, 1.0, 1.0, 3.0])
+    matrix = np.arange(12.0).reshape(3, 4)
+    rows = np.array([-1, 0, -3])
+    np.testing.assert_array_equal(tg.jit(scaled_gather)(matrix, rows), matrix[rows])
+    columns = np.array([-4, 3, -1])
+    np.testing.assert_array_equal(tg.jit(pick)(matrix, rows, columns), matrix[rows, columns])
+    weights = np.array([1.0, 10.0, 100.0])
+    gradient = tg.grad(lambda x, i, j: tnp.sum(pick(x, i, j) * weights))(matrix, rows, columns)
+    expected = np.zeros((3, 4))
+    np.add.at(expected, (rows, columns), weights)
+    np.testing.assert_array_equal(gradient, expected)
+    with pytest.raises(IndexError, match=out_of_bounds(1, 4, PICK_LINE)):
+        tg.jit(pick)(matrix, rows, np.array([0, -5, 0]))
+
+
+def test_softmax_cross_entropy_checks_its_labels(backend):
+    logits = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])
+    for labels in (np.array([0, 3]), np.array([-4, 0])):
+        with pytest.raises(IndexError, match=out_of_bounds(1, 3, CROSS_ENTROPY_LINE)):
+            tg.jit(cross_entropy)(logits, labels)
+        with pytest.raises(IndexError, match=out_of_bounds(1, 3, CROSS_ENTROPY_LINE)):
+            tg.grad(cross_entropy)(logits, labels)
+    log_probabilities = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+    expected = -(log_probabilities[0, 2] + log_probabilities[1, 0]) / 2
+    assert tg.jit(cross_entropy)(logits, np.array([-1, 0])) == pytest.approx(expected, rel=1e-15)
+
+
+def test_scatter_add_checks_its_indices(backend):
+    with pytest.raises(IndexError, match=out_of_bounds(0, 3, SCATTER_LINE)):
+        tg.jit(scatter)(np.ones((2, 2)), np.array([0, 3]))
+    np.testing.assert_array_equal(tg.jit(scatter)(np.ones((2, 2)), np.array([-1, 2])), [[0, 0], [0, 0], [2, 2]])
+
+
+def test_concrete_indices_are_checked_while_tracing(backend):
+    with pytest.raises(tg.errors.IndexingError, match=rf"index 3 is out of bounds for axis 0 of size 3.*{HERE}"):
+        tg.jit(lambda x: x[np.array([0, 3])])(X3)
+    with pytest.raises(tg.errors.IndexingError, match=rf"index -4 is out of bounds for axis 1 of size 3.*{HERE}"):
+        tg.jit(lambda x, i: x[i, [0, -4]])(np.ones((2, 3)), np.array([0, 1]))
+    np.testing.assert_array_equal(tg.jit(lambda x: x[[-3, 2]])(X3), [1.0, 3.0])
+
+
+def test_both_backends_raise_the_same_error():
+    """The python backend's code (also NumPy's stand-in while numba compiles) names the index numba's
+    loop meets first: by position, then by axis."""
+    matrix = np.zeros((3, 4))
+    messages = {"python": [], "numba": []}
+    saved = tg.config.backend
+    try:
+        for backend, found in messages.items():
+            tg.config.backend = backend
+            with pytest.raises(IndexError) as raised:
+                tg.value_and_grad(lambda x, i: tnp.sum(scaled_gather(x, i)))(X3, np.array([1, 7]))
+            found.append(str(raised.value))
+            with pytest.raises(IndexError) as raised:
+                tg.jit(pick)(matrix, np.array([0, 0, 9]), np.array([0, 9, 0]))
+            found.append(str(raised.value))
+    finally:
+        tg.config.backend = saved
+    assert messages["python"] == messages["numba"]
+    assert re.search(out_of_bounds(0, 3, GATHER_LINE), messages["numba"][0])
+    assert re.search(out_of_bounds(1, 4, PICK_LINE), messages["numba"][1])
+
+
+@pytest.mark.xfail(strict=True, reason="api.Compiled.finish_compiling takes an error raised by the compiled "
+                                       "code's first run (on the first call's arguments) for a failed compile")
+def test_a_first_call_out_of_bounds_does_not_break_later_calls_while_compiling_in_background():
+    saved = tg.config.backend, tg.config.compile_in_background
+    tg.config.backend, tg.config.compile_in_background = "numba", True
+    try:
+        double = tg.jit(lambda x, i: x[i] * 2.0)
+        with pytest.raises(IndexError, match=HERE):  # from NumPy's stand-in
+            double(X3, np.array([5]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            tg.wait_for_compiles()
+        np.testing.assert_array_equal(double(X3, np.array([1])), [4.0])
+    finally:
+        tg.config.backend, tg.config.compile_in_background = saved

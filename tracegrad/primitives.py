@@ -394,10 +394,39 @@ def gather_rule(x: Aval, *indices: Aval) -> Aval:
     return Aval(indices[0].shape + x.shape[len(indices):], x.dtype)
 
 
+def out_of_bounds_message(op: Op, axis: int, size: int) -> str:
+    """The IndexError of generated code. It names no index value: formatting one in numba's code (with
+    str) added about a second to a cold compile."""
+    return (f"an index is out of bounds for axis {axis} of size {size} (at {trace.where_text(op.source)}); "
+            f"indices must lie in [-{size}, {size}), negative ones counting from the end")
+
+
+def checked_index_reads(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
+    """Loop-body lines reading each index array at `_k` into `{out}_at{axis}`, raising IndexError out of
+    bounds; a negative index is left to numba, whose indexing counts it from the end."""
+    lines = []
+    for axis, (index, size) in enumerate(zip(indices, sizes)):
+        lines += [f"    {out}_at{axis} = {index}[_k]",
+                  f"    if not -{size} <= {out}_at{axis} < {size}:",
+                  f"        raise IndexError({out_of_bounds_message(op, axis, size)!r})"]
+    return lines
+
+
+def reraised_index_error(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
+    """The python backend's `except` after NumPy indexing, whose own IndexError names no line: the first
+    index out of bounds is found again, in the order numba's loop meets it (by position, then axis)."""
+    outside = ", ".join(f"({index} < -{size}) | ({index} >= {size})" for index, size in zip(indices, sizes))
+    messages = [out_of_bounds_message(op, axis, size) for axis, size in enumerate(sizes[:len(indices)])]
+    return ["except IndexError:",
+            f"    {out}_outside = np.flatnonzero(np.stack([{outside}], axis=1))",
+            f"    raise IndexError({messages!r}[{out}_outside[0] % {len(indices)}]) from None"]
+
+
 def emit_gather(out: str, ins: list[str], op: Op):
-    at = ", ".join(f"{i}[_k]" for i in ins[1:])
+    at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
     lines = [f"{out} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})",
              f"for _k in range({op.out.aval.shape[0]}):"]
+    lines += checked_index_reads(out, ins[1:], op.inputs[0].aval.shape, op)
     if op.out.aval.ndim == 1:
         return lines + [f"    {out}[_k] = {ins[0]}[{at}]"]
     return lines + [f"    {out}_row = {out}[_k]",  # rows are added in place: numba compiles row assignment slowly
@@ -405,13 +434,27 @@ def emit_gather(out: str, ins: list[str], op: Op):
 
 
 def emit_scatter_add(out: str, ins: list[str], op: Op):
-    at = ", ".join(f"{i}[_k]" for i in ins[1:])
+    at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
     lines = [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
              f"for _k in range({op.inputs[0].aval.shape[0]}):"]
+    lines += checked_index_reads(out, ins[1:], op.param["shape"], op)
     if op.inputs[0].aval.ndim == 1:
         return lines + [f"    {out}[{at}] += {ins[0]}[_k]"]
     return lines + [f"    {out}_row = {out}[{at}]",
                     f"    {out}_row += {ins[0]}[_k]"]
+
+
+def numpy_gather(out: str, ins: list[str], op: Op) -> list[str]:
+    # `try:` shares the indexing's line: the comment over the adjoint's code quotes an op's first line
+    return ([f"try: {out} = {ins[0]}[{', '.join(ins[1:])}]"]
+            + reraised_index_error(out, ins[1:], op.inputs[0].aval.shape, op))
+
+
+def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:
+    return [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
+            "try:",
+            f"    np.add.at({out}, ({''.join(i + ', ' for i in ins[1:])}), {ins[0]})"
+            ] + reraised_index_error(out, ins[1:], op.param["shape"], op)
 
 
 def scatter_add_impl(x, *indices, shape):
@@ -420,13 +463,14 @@ def scatter_add_impl(x, *indices, shape):
     return out
 
 
-# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes
+# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes; an index out of
+# bounds raises IndexError naming the line, on both backends
 register("gather", gather_rule, lambda x, *indices: x[tuple(indices)], emit_gather,
          lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),) + (None,) * len(indices),
-         numpy_emit=lambda out, ins, op: f"{ins[0]}[{', '.join(ins[1:])}]")
+         numpy_emit=numpy_gather)
 
-# scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather)
+# scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather); indices
+# are checked as gather's are
 register("scatter_add", lambda x, *indices, shape: Aval(shape, x.dtype), scatter_add_impl, emit_scatter_add,
          lambda g, out, x, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
-         numpy_emit=lambda out, ins, op: [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-                                          f"np.add.at({out}, ({''.join(i + ', ' for i in ins[1:])}), {ins[0]})"])
+         numpy_emit=numpy_scatter_add)
