@@ -115,8 +115,8 @@ def pow_vjp(g, out, x, y):
     # d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
     # x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
     # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. A concrete
-    # operand (a literal, a constant array) has no cotangent, and a where on it is computed now:
-    # `x ** 2.5` gets the same two ops as y x^(y-1) alone, no compare and no where
+    # operand (a literal, a constant array) has no cotangent, and a where on it is computed now, so
+    # the adjoint of `x ** 2.5` is still two ops (pow, mul): no compare and no where
     x_cotangent = y_cotangent = None
     if isinstance(x, trace.Tracer):
         x_cotangent = g * y * x ** (bind("where", y == 0.0, 1.0, y) - 1.0)

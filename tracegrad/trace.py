@@ -139,8 +139,8 @@ INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 def integer_overflow(value, kind: str) -> errors.IntegerOverflowError:
     return errors.IntegerOverflowError(
         f"the {kind} {value} does not fit in int64, the integer type of tracegrad's programs "
-        f"(at {where_text(user_source_line())}); pass integers in [-2**63, 2**63) (labels and indices always "
-        "are), or convert quantities this large to float64 yourself")
+        f"(at {where_text(user_source_line())}); pass integers in [-2**63, 2**63), as every valid label or "
+        "index is, or convert quantities this large to float64 yourself")
 
 
 def as_traceable_array(value) -> np.ndarray:
@@ -151,7 +151,7 @@ def as_traceable_array(value) -> np.ndarray:
         if array.dtype.kind not in "biuf":
             raise TypeError(f"tracegrad cannot trace an array of dtype {array.dtype} "
                             f"(at {where_text(user_source_line())}); use float, int or bool arrays")
-        if array.dtype == np.uint64 and array.size and array.max() > INT64_MAX:
+        if array.dtype == np.uint64 and array.size and array.max() > np.uint64(INT64_MAX):
             raise integer_overflow(array.max(), "uint64 value")
         array = array.astype(wanted)
     return array
