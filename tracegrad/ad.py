@@ -47,10 +47,18 @@ def depends_on(program: Program, sources) -> set[Var]:
     return active
 
 
+def as_numpy_float(value):
+    """A Python float as np.float64, whose arithmetic gives inf and nan as compiled code does
+    (1.0 / 0.0, 0.0 ** -1.0) where Python's raises; any other value unchanged."""
+    return np.float64(value) if type(value) is float else value
+
+
 def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: list[Var]) -> dict:
     """Apply the VJP rules in reverse, in the current trace or on NumPy values.
 
-    Returns the cotangent of every Var that depends on `wrt` and reaches an output.
+    Returns the cotangent of every Var that depends on `wrt` and reaches an output. A rule may
+    compute on concrete numbers (a seed of 1.0, a literal operand): it does so with NumPy's
+    float64 semantics, silently, as the compiled adjoint would.
     """
     active = depends_on(program, wrt)
     cotangents: dict[Var, object] = {}
@@ -60,18 +68,19 @@ def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: 
 
     for out, cotangent in zip(program.outputs, output_cotangents):
         if cotangent is not None and out in active:
-            accumulate(out, sum_to_shape(cotangent, out.aval.shape))
+            accumulate(out, sum_to_shape(as_numpy_float(cotangent), out.aval.shape))
     builder = trace.current_builder()
-    for op in reversed(program.ops):
-        g = cotangents.get(op.out)
-        if g is None:
-            continue
-        inputs = [read(env, x) for x in op.inputs]
-        with builder.annotations(op.source, new_op.get(op)) if builder else contextlib.nullcontext():
-            input_cotangents = PRIMITIVES[op.primitive].vjp(g, env[op.out], *inputs, **op.param)
-            for x, cotangent in zip(op.inputs, input_cotangents):
-                if cotangent is not None and x in active:
-                    accumulate(x, sum_to_shape(cotangent, x.aval.shape))
+    with np.errstate(all="ignore"):
+        for op in reversed(program.ops):
+            g = cotangents.get(op.out)
+            if g is None:
+                continue
+            inputs = [as_numpy_float(read(env, x)) for x in op.inputs]
+            with builder.annotations(op.source, new_op.get(op)) if builder else contextlib.nullcontext():
+                input_cotangents = PRIMITIVES[op.primitive].vjp(g, env[op.out], *inputs, **op.param)
+                for x, cotangent in zip(op.inputs, input_cotangents):
+                    if cotangent is not None and x in active:
+                        accumulate(x, sum_to_shape(cotangent, x.aval.shape))
     return cotangents
 
 

@@ -21,6 +21,10 @@ class IndexingError(ShapeError, IndexError):
     """An index that does not fit a traced value's shape, or that tracegrad cannot trace."""
 
 
+class IntegerOverflowError(OverflowError):
+    """An integer that tracegrad's int64 cannot hold: a uint64 value of 2**63 or more, a huge int literal."""
+
+
 class NonScalarOutputError(TypeError):
     """`grad` of a function whose output is not a float scalar."""
 

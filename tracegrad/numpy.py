@@ -11,7 +11,7 @@ import builtins
 import numpy as np
 
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
-from .trace import Tracer, bind, user_source_line, where_text
+from .trace import Tracer, as_traceable_array, bind, user_source_line, where_text
 
 # array constants: these build concrete NumPy arrays, which traced code uses as constants
 array, asarray, zeros, ones, full, arange, eye, linspace = (
@@ -270,15 +270,27 @@ def gather(x, index):
         if isinstance(a, (Tracer, np.ndarray)) and a.dtype.kind not in "iu":
             raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source_line())}); "
                              "for a boolean mask use tnp.where(mask, x, 0.0)")
-    index_shape = tuple(np.broadcast_shapes(*(shape(a) for a in arrays)))
+    indices = [as_index(a) for a in arrays]
+    for axis, index in enumerate(indices):
+        if not isinstance(index, Tracer):  # known now: checked now (the gather's code checks traced ones)
+            check_in_bounds(index, in_shape[axis], axis)
+    index_shape = tuple(np.broadcast_shapes(*(shape(i) for i in indices)))
     size = int(np.prod(index_shape))
-    flat = [reshape(broadcast_to(as_index(a), index_shape), (size,)) for a in arrays]
+    flat = [reshape(broadcast_to(i, index_shape), (size,)) for i in indices]
     out = bind("gather", x, *flat)
     return reshape(out, index_shape + tuple(in_shape[k:]))
 
 
 def as_index(a):
-    return a if isinstance(a, Tracer) else np.asarray(a, dtype=np.int64)
+    return a if isinstance(a, Tracer) else as_traceable_array(a)
+
+
+def check_in_bounds(index: np.ndarray, size: int, axis: int) -> None:
+    """NumPy's rule for an integer index: -size <= i < size, negative ones counting from the end."""
+    outside = index[(index < -size) | (index >= size)]
+    if outside.size:
+        raise IndexingError(f"index {outside.flat[0]} is out of bounds for axis {axis} of size {size} "
+                            f"(at {where_text(user_source_line())})")
 
 
 # -- NumPy's dispatch protocols ----------------------------------------------------------

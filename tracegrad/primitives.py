@@ -111,9 +111,22 @@ register("mul", arithmetic("mul"), np.multiply, "{0} * {1}",
 register("div", lambda x, y: Aval(broadcast_shapes("div", x, y), "f64"), np.true_divide, "{0} / {1}",
          lambda g, out, x, y: (g / y, -g * out / y), neutral=(1.0, (1,)), elementwise=True)
 
-# pow: x ** y; d/dx = y x^(y-1), d/dy = log(x) x^y
-register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}",
-         lambda g, out, x, y: (g * y * x ** (y - 1.0), g * bind("log", x) * out),
+def pow_vjp(g, out, x, y):
+    # d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
+    # x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
+    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. A concrete
+    # operand (a literal, a constant array) has no cotangent, and a where on it is computed now, so
+    # the adjoint of `x ** 2.5` is still two ops (pow, mul): no compare and no where
+    x_cotangent = y_cotangent = None
+    if isinstance(x, trace.Tracer):
+        x_cotangent = g * y * x ** (bind("where", y == 0.0, 1.0, y) - 1.0)
+    if isinstance(y, trace.Tracer):
+        y_cotangent = g * bind("log", bind("where", x == 0.0, 1.0, x)) * out
+    return x_cotangent, y_cotangent
+
+
+# pow: x ** y; d/dx = y x^(y-1) (0 where y == 0), d/dy = log(x) x^y (0 where x == 0)
+register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}", pow_vjp,
          neutral=(1.0, (1,)), elementwise=True, libm_call=True)
 
 # maximum: ties split the cotangent evenly, as in JAX
@@ -381,10 +394,39 @@ def gather_rule(x: Aval, *indices: Aval) -> Aval:
     return Aval(indices[0].shape + x.shape[len(indices):], x.dtype)
 
 
+def out_of_bounds_message(op: Op, axis: int, size: int) -> str:
+    """The IndexError of generated code. It names no index value: formatting one in numba's code (with
+    str) added about a second to a cold compile."""
+    return (f"an index is out of bounds for axis {axis} of size {size} (at {trace.where_text(op.source)}); "
+            f"indices must lie in [-{size}, {size}), negative ones counting from the end")
+
+
+def checked_index_reads(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
+    """Loop-body lines reading each index array at `_k` into `{out}_at{axis}`, raising IndexError out of
+    bounds; a negative index is left to numba, whose indexing counts it from the end."""
+    lines = []
+    for axis, (index, size) in enumerate(zip(indices, sizes)):
+        lines += [f"    {out}_at{axis} = {index}[_k]",
+                  f"    if not -{size} <= {out}_at{axis} < {size}:",
+                  f"        raise IndexError({out_of_bounds_message(op, axis, size)!r})"]
+    return lines
+
+
+def reraised_index_error(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
+    """The python backend's `except` after NumPy indexing, whose own IndexError names no line: the first
+    index out of bounds is found again, in the order numba's loop meets it (by position, then axis)."""
+    outside = ", ".join(f"({index} < -{size}) | ({index} >= {size})" for index, size in zip(indices, sizes))
+    messages = [out_of_bounds_message(op, axis, size) for axis, size in enumerate(sizes[:len(indices)])]
+    return ["except IndexError:",
+            f"    {out}_outside = np.flatnonzero(np.stack([{outside}], axis=1))",
+            f"    raise IndexError({messages!r}[{out}_outside[0] % {len(indices)}]) from None"]
+
+
 def emit_gather(out: str, ins: list[str], op: Op):
-    at = ", ".join(f"{i}[_k]" for i in ins[1:])
+    at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
     lines = [f"{out} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})",
              f"for _k in range({op.out.aval.shape[0]}):"]
+    lines += checked_index_reads(out, ins[1:], op.inputs[0].aval.shape, op)
     if op.out.aval.ndim == 1:
         return lines + [f"    {out}[_k] = {ins[0]}[{at}]"]
     return lines + [f"    {out}_row = {out}[_k]",  # rows are added in place: numba compiles row assignment slowly
@@ -392,13 +434,27 @@ def emit_gather(out: str, ins: list[str], op: Op):
 
 
 def emit_scatter_add(out: str, ins: list[str], op: Op):
-    at = ", ".join(f"{i}[_k]" for i in ins[1:])
+    at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
     lines = [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
              f"for _k in range({op.inputs[0].aval.shape[0]}):"]
+    lines += checked_index_reads(out, ins[1:], op.param["shape"], op)
     if op.inputs[0].aval.ndim == 1:
         return lines + [f"    {out}[{at}] += {ins[0]}[_k]"]
     return lines + [f"    {out}_row = {out}[{at}]",
                     f"    {out}_row += {ins[0]}[_k]"]
+
+
+def numpy_gather(out: str, ins: list[str], op: Op) -> list[str]:
+    # `try:` shares the indexing's line: the comment over the adjoint's code quotes an op's first line
+    return ([f"try: {out} = {ins[0]}[{', '.join(ins[1:])}]"]
+            + reraised_index_error(out, ins[1:], op.inputs[0].aval.shape, op))
+
+
+def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:
+    return [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
+            "try:",
+            f"    np.add.at({out}, ({''.join(i + ', ' for i in ins[1:])}), {ins[0]})"
+            ] + reraised_index_error(out, ins[1:], op.param["shape"], op)
 
 
 def scatter_add_impl(x, *indices, shape):
@@ -407,13 +463,14 @@ def scatter_add_impl(x, *indices, shape):
     return out
 
 
-# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes
+# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes; an index out of
+# bounds raises IndexError naming the line, on both backends
 register("gather", gather_rule, lambda x, *indices: x[tuple(indices)], emit_gather,
          lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),) + (None,) * len(indices),
-         numpy_emit=lambda out, ins, op: f"{ins[0]}[{', '.join(ins[1:])}]")
+         numpy_emit=numpy_gather)
 
-# scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather)
+# scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather); indices
+# are checked as gather's are
 register("scatter_add", lambda x, *indices, shape: Aval(shape, x.dtype), scatter_add_impl, emit_scatter_add,
          lambda g, out, x, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
-         numpy_emit=lambda out, ins, op: [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-                                          f"np.add.at({out}, ({''.join(i + ', ' for i in ins[1:])}), {ins[0]})"])
+         numpy_emit=numpy_scatter_add)

@@ -133,23 +133,42 @@ def dtype_name(dtype) -> str:
     return "bool" if kind == "b" else "i64" if kind in "iu" else "f64"
 
 
+INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def integer_overflow(value, kind: str) -> errors.IntegerOverflowError:
+    return errors.IntegerOverflowError(
+        f"the {kind} {value} does not fit in int64, the integer type of tracegrad's programs "
+        f"(at {where_text(user_source_line())}); pass integers in [-2**63, 2**63), as every valid label or "
+        "index is, or convert quantities this large to float64 yourself")
+
+
 def as_traceable_array(value) -> np.ndarray:
-    """NumPy values as tracegrad sees them: float64, int64 or bool."""
+    """NumPy values as tracegrad sees them: float64, int64 or bool (refusing uint64 values int64 cannot hold)."""
     array = np.asarray(value)
     wanted = {"bool": np.bool_, "i64": np.int64, "f64": np.float64}[dtype_name(array.dtype)]
     if array.dtype != wanted:
         if array.dtype.kind not in "biuf":
             raise TypeError(f"tracegrad cannot trace an array of dtype {array.dtype} "
                             f"(at {where_text(user_source_line())}); use float, int or bool arrays")
+        if array.dtype == np.uint64 and array.size and array.max() > np.uint64(INT64_MAX):
+            raise integer_overflow(array.max(), "uint64 value")
         array = array.astype(wanted)
     return array
 
 
 def bind(primitive: str, *args, **params):
-    """Apply a primitive: stage it if a Tracer is among `args`, else compute it with NumPy."""
-    if not any(isinstance(a, Tracer) for a in args):
-        return PRIMITIVES[primitive].impl(*args, **params)
+    """Apply a primitive: stage it if a Tracer is among `args`, else compute it with NumPy.
+
+    Computed inside a trace, the value is a constant of the program being traced: like the
+    program's compiled code, NumPy then gives inf and nan without a warning (`tnp.log(0.0)`).
+    """
     builder = current_builder()
+    if not any(isinstance(a, Tracer) for a in args):
+        if builder is None:
+            return PRIMITIVES[primitive].impl(*args, **params)
+        with np.errstate(all="ignore"):
+            return PRIMITIVES[primitive].impl(*args, **params)
     if builder is None:
         raise errors.LeakedTracerError(
             f"{primitive} was applied to a traced value outside any trace (at {where_text(user_source_line())}); "
@@ -157,6 +176,10 @@ def bind(primitive: str, *args, **params):
     inputs = [builder.atom(a) for a in args]
     if any(x.aval.dtype == "f64" for x in inputs):  # ints next to floats are floats: `a**3` is `pow a 3.0`
         inputs = [Literal(float(x.value)) if isinstance(x, Literal) and type(x.value) is int else x for x in inputs]
+    else:  # an int literal stays an int64 in the generated code
+        for x in inputs:
+            if isinstance(x, Literal) and type(x.value) is int and not INT64_MIN <= x.value <= INT64_MAX:
+                raise integer_overflow(x.value, "integer")
     rule = PRIMITIVES[primitive]
     try:
         aval = rule.shape_rule(*(x.aval for x in inputs), **params)
