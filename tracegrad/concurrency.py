@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import weakref
 from typing import Callable
 
@@ -78,8 +79,11 @@ def work() -> None:
                 _condition.notify_all()
                 _condition.wait()
             _running = job = _pending.popleft()
-        with _job_lock:
-            job.run()  # reports its own errors
+        try:
+            with _job_lock:
+                job.run()  # reports its own errors
+        except BaseException:  # one that escapes anyway (a warning turned error) must not stop the thread
+            traceback.print_exc()
 
 
 def pending_count() -> int:
