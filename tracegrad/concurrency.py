@@ -25,26 +25,28 @@ import traceback
 import weakref
 from typing import Callable
 
+import attrs
+
 from .config import config
 
-MAX_PENDING = 8  # queued compiles; each takes seconds, so older requests are likely stale
+MAX_PENDING = 8  # compiles queued at most; one pushed out asks again when its function is next called
 
 _fork_safe_locks: weakref.WeakSet = weakref.WeakSet()
 
 
-def new_lock(reentrant: bool = False):
+def new_lock():
     """A lock that a forked child gets unlocked (the thread holding it in the parent is not in the child)."""
-    made = threading.RLock() if reentrant else threading.Lock()
+    made = threading.Lock()
     _fork_safe_locks.add(made)
     return made
 
 
+@attrs.frozen
 class Job:
     """A background compile: `run` compiles; `drop` is called instead if the queue pushes it out."""
 
-    def __init__(self, run: Callable[[], None], drop: Callable[[], None]):
-        self.run = run
-        self.drop = drop
+    run: Callable[[], None]
+    drop: Callable[[], None]
 
 
 _condition = threading.Condition()

@@ -113,6 +113,12 @@ class SignedFunctionCache(FunctionCache):
         except Exception:  # verified, yet not loadable here: compile again
             return None
 
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception:  # not serializable now (a compile interrupted by Ctrl-C): the code runs uncached
+            pass
+
 
 def cached(dispatcher: numba.core.registry.CPUDispatcher, directory: Path, source_stamp: str):
     """`dispatcher`, loading and saving its machine code in `directory`."""
