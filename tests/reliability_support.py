@@ -97,6 +97,10 @@ def run_script(script: str, directory: Path, name: str, env: dict, timeout: floa
                prelude: bool = True) -> Run:
     """Run `script` (dedented, after PRELUDE) as `directory/name.py`; a run past `timeout` fails the test."""
     path = directory / f"{name}.py"
+    env = dict(env)
+    # numba's fallback cache (used when it cannot write beside a source file) goes to the test's directory,
+    # not the user's home
+    env.setdefault("XDG_CACHE_HOME", str(directory / "xdg-cache"))
     path.write_text((PRELUDE if prelude else "") + textwrap.dedent(script))
     process = subprocess.Popen([sys.executable, str(path), *map(str, args)], cwd=directory, env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
