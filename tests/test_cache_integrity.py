@@ -8,7 +8,6 @@ generated code names the file and line each of its statements comes from.
 from __future__ import annotations
 
 import importlib.util
-import os
 import pickle
 import random
 import subprocess

@@ -8,8 +8,6 @@ code fails every run, not now and then.
 """
 from __future__ import annotations
 
-import pytest
-
 from reliability_support import environment, run_script
 
 TIMEOUT = 120  # seconds per script: far above a normal run, so only a hang reaches it

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import warnings
 import weakref
 from typing import Any, Callable
 
