@@ -404,3 +404,79 @@ def test_a_child_forked_during_a_background_compile_can_compile_in_the_foregroun
 
 def test_wait_for_compiles_returns_in_a_forked_child(tmp_path):
     run(FORK_SCRIPT, tmp_path, "fork", args=["wait", 15]).check()
+
+
+FORK_INTERRUPTED_SCRIPT = """
+    import os
+    import signal
+    import threading
+    import time
+
+    import numba
+    from numba.core.compiler_lock import global_compiler_lock
+
+    import tracegrad as tg
+    import tracegrad.numpy as tnp
+    from tracegrad import concurrency
+
+    def compile_elsewhere():  # a numba compile in another thread: fork waits for it
+        with global_compiler_lock:
+            time.sleep(1.5)
+
+    worker = threading.Thread(target=compile_elsewhere)
+    worker.start()
+    time.sleep(0.2)
+    threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()  # Ctrl-C during fork's wait
+    interrupted_after_fork = False
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(1.0)  # the Ctrl-C held back arrives once fork has returned
+    except KeyboardInterrupt:
+        interrupted_after_fork = True
+    worker.join()
+    check("the Ctrl-C reached the program after the fork", interrupted_after_fork, True)
+    check("the compile thread's lock is free", concurrency._job_lock.locked(), False)
+    x = np.linspace(-1.0, 1.0, 5)
+    f = tg.grad(lambda x: tnp.sum(tnp.tanh(x) * x))
+    attempt("first call", lambda: f(x), np.tanh(x) + x * (1 - np.tanh(x) ** 2))
+    check("the background compile finishes", tg.wait_for_compiles(60), True)
+    attempt("call with numba's code", lambda: f(x), np.tanh(x) + x * (1 - np.tanh(x) ** 2))
+    finish()
+"""
+
+
+def test_ctrl_c_while_fork_waits_for_a_compile_leaves_no_lock_held(tmp_path):
+    run(FORK_INTERRUPTED_SCRIPT, tmp_path, "fork_interrupted").check()
+
+
+FORK_EXIT_SCRIPT = """
+    import os
+    import time
+
+    import tracegrad as tg
+    import tracegrad.numpy as tnp
+
+    x = np.linspace(-1.0, 1.0, 7)
+    functions = [tg.grad(lambda x, c=c: tnp.sum(tnp.sin(x * c) * tnp.exp(x) * c)) for c in (1.0, 2.0, 3.0, 4.0)]
+    for function in functions:
+        function(x)  # four compiles queued in the parent
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # a child that never calls tracegrad, leaving as a script does (atexit runs)
+        raise SystemExit(min(tg.cache_info()["pending_compiles"], 100))
+    _, status = os.waitpid(pid, 0)
+    child_seconds = time.monotonic() - started
+    check("the child's compile queue started empty", os.waitstatus_to_exitcode(status), 0)
+    check("the child did not compile the parent's queue before it could leave", child_seconds < 4.0, True)
+    tg.wait_for_compiles()
+    for c, function in zip((1.0, 2.0, 3.0, 4.0), functions):
+        attempt(f"parent's function {c}", lambda: function(x), (c * np.cos(x * c) + np.sin(x * c)) * np.exp(x) * c)
+    finish(child_seconds=child_seconds)
+"""
+
+
+def test_a_forked_child_leaves_the_parents_compiles_to_the_parent(tmp_path):
+    run(FORK_EXIT_SCRIPT, tmp_path, "fork_exit").check()

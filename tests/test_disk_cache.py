@@ -152,3 +152,67 @@ def test_code_with_parallel_loops_is_compiled_by_each_process(cache_dir):
     first, second = (run.stdout.split("\n") for run in runs)
     assert first[0] == second[0]
     assert first[1] == second[1] == "0 1"  # hits, misses: compiled both times
+
+
+def test_processes_saving_two_signatures_at_once_never_mix_their_code(cache_dir):
+    # two processes' views of one entry: each read the index before the other wrote it
+    from tracegrad import numba_cache
+
+    root = disk_cache.directory()
+    entry = disk_cache.private_subdirectory(root, "tg_entry")
+    first, second = (numba_cache.SignedCacheFile(entry, "module.function-1.py311", "stamp") for _ in range(2))
+    first.save(("signature A",), b"code for A")
+    second._load_index = lambda: {}  # second's stale index: it overwrites first's entry
+    second.save(("signature B",), b"code for B")
+    del second._load_index
+    assert second.load(("signature B",)) == b"code for B"
+    assert first.load(("signature A",)) is None  # lost from the index: compiled again, never B's code
+    assert len(list(entry.glob("*.nbc"))) == 2  # each signature's data file is its own
+    (data_a,) = [path for path in entry.glob("*.nbc") if first._data_name(("signature A",)) == path.name]
+    (data_b,) = [path for path in entry.glob("*.nbc") if path != data_a]
+    data_a.write_bytes(data_b.read_bytes())  # even a data file under the other's name
+    index = first._read(first._index_path)
+    first._write(first._index_path, (index[0], index[1], {("signature A",): data_a.name}))
+    assert first.load(("signature A",)) is None  # holds B's key: not A's code
+
+
+def test_eviction_skips_entries_another_process_removes(cache_dir, monkeypatch):
+    import shutil
+
+    root = disk_cache.directory()
+    entries = [disk_cache.private_subdirectory(root, f"tg_{n}") for n in range(6)]
+    for entry in entries:
+        (entry / "code.nbc").write_bytes(b"x" * 4096)
+    real_scandir = os.scandir
+
+    def listing_then_removal(path):
+        if path != root:
+            return real_scandir(path)
+        listed = list(real_scandir(path))
+        shutil.rmtree(entries[2])  # another process evicts it between our listing and our stat
+        return iter(listed)
+
+    monkeypatch.setattr(disk_cache.os, "scandir", listing_then_removal)
+    monkeypatch.setattr(disk_cache.config, "cache_max_mb", 8192 / 2 ** 20)
+    disk_cache.evict_if_full(root, keep=entries[5])  # raises nothing
+    assert entries[5].exists() and not entries[0].exists()
+
+
+def test_processes_starting_together_agree_on_one_key(cache_dir):
+    import threading
+
+    root = disk_cache.directory()
+    for _ in range(100):
+        (root / "key").unlink(missing_ok=True)
+        barrier, keys = threading.Barrier(6), []
+
+        def make_key():
+            barrier.wait()
+            keys.append(disk_cache.key.__wrapped__(root))  # as six processes would, without the memo
+
+        threads = [threading.Thread(target=make_key) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(set(keys)) == 1 and (root / "key").read_bytes() == keys[0]

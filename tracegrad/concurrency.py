@@ -9,15 +9,17 @@ rest; files are written atomically, so an abandoned compile leaves nothing half-
 A forked child inherits locks in the state the parent's threads left them, but not those
 threads. So `fork` first waits for the background compile running (and any numba compile) to
 end, so that no import or compile is half-done in the child; tracegrad's other locks are made
-fresh in the child, and the child takes over the compiles the parent had queued, on a thread
-of its own.
+fresh in the child, and its queue starts empty: a program the parent had queued is compiled in
+the child only if the child calls it.
 """
 from __future__ import annotations
 
+import _thread
 import atexit
 import collections
 import logging  # noqa: F401  (for its fork hooks: see the end of this module)
 import os
+import signal
 import sys
 import threading
 import time
@@ -127,36 +129,63 @@ def numba_compiler_lock():
 
 
 _held_across_fork: list = []
+_interrupt_handler_before_fork = None  # SIGINT's handler, while the fork hooks hold Ctrl-C back
+_interrupted_during_fork = False
 
 
 def before_fork() -> None:
-    """Wait for the compile running to end, so the child sees no import or compile half-done."""
-    _job_lock.acquire()
-    compiler_lock = numba_compiler_lock()  # a compile in another thread
-    if compiler_lock is not None:
-        compiler_lock.acquire()
-    _condition.acquire()
-    _held_across_fork[:] = [_condition, compiler_lock, _job_lock]
+    """Wait for the compile running to end, so the child sees no import or compile half-done.
+
+    Ctrl-C is held back meanwhile and delivered once the fork is done: CPython ignores an
+    exception raised in this hook and forks anyway, which would leave the locks half taken.
+    """
+    global _interrupt_handler_before_fork, _interrupted_during_fork
+    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+
+        def hold_back(signum, frame):
+            global _interrupted_during_fork
+            _interrupted_during_fork = True
+
+        _interrupted_during_fork = False
+        _interrupt_handler_before_fork = signal.signal(signal.SIGINT, hold_back)
+    for lock in (_job_lock, numba_compiler_lock(), _condition):  # numba's: a compile in another thread
+        if lock is not None:
+            lock.acquire()
+            _held_across_fork.append(lock)
+
+
+def release_fork_locks() -> None:
+    global _interrupt_handler_before_fork
+    for lock in reversed(_held_across_fork):
+        lock.release()
+    _held_across_fork.clear()
+    if _interrupt_handler_before_fork is not None:
+        signal.signal(signal.SIGINT, _interrupt_handler_before_fork)
+        _interrupt_handler_before_fork = None
 
 
 def after_fork_in_parent() -> None:
-    for lock in _held_across_fork:
-        if lock is not None:
-            lock.release()
-    _held_across_fork.clear()
+    release_fork_locks()
+    if _interrupted_during_fork:  # the Ctrl-C held back, delivered as a signal is, once fork has
+        # returned (raised in this hook, it would be ignored)
+        timer = threading.Timer(0.01, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
 
 
 def after_fork_in_child() -> None:
+    """Fresh locks and an empty queue: the parent compiles what it queued; the child compiles a
+    program again only if it calls it (its function then asks for a compile of its own)."""
     global _condition, _worker, _running
-    after_fork_in_parent()
+    release_fork_locks()  # a Ctrl-C held back was the parent's
     for lock in list(_fork_safe_locks):
         lock._at_fork_reinit()
-    inherited = ([_running] if _running is not None else []) + list(_pending)
+    inherited = list(_pending)
     _condition = threading.Condition()
     _pending.clear()
     _running = _worker = None
-    for job in inherited:  # the parent's thread does not exist here: this process compiles them
-        submit(job)
+    for job in inherited:
+        job.drop()
 
 
 # `logging` is imported above for its own fork hooks, which hold its lock across a fork: registered

@@ -184,26 +184,38 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
 def key(root: Path) -> bytes:
     """The per-user secret that signs numba's files in `root`, made on first use.
 
-    A key that is damaged or not private is replaced: what it signed is then rebuilt.
+    Processes that start together agree on one key: each links its own in place only if there
+    is none, and otherwise reads the one there. A key whose contents are wrong (its size, owner
+    or mode) is replaced, and what it signed is then rebuilt; any other error reading it is
+    raised, never taken for a missing key.
     """
     path = root / "key"
-    for _ in range(2):
-        existing = read_private_file(path)
-        if existing is not None and len(existing) == KEY_BYTES:
-            return existing
-        fresh = secrets.token_bytes(KEY_BYTES)
-        if os.path.lexists(path):
-            write_atomically(path, fresh)
-            return fresh
-        temporary = root / f".tmp-key-{secrets.token_hex(8)}"
-        write_atomically(temporary, fresh)
+    for _ in range(3):
         try:
-            os.link(temporary, path)  # only if no other process made one meanwhile; else read theirs
-            return fresh
-        except FileExistsError:
-            continue
-        finally:
-            os.unlink(temporary)
+            handle = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            fresh = secrets.token_bytes(KEY_BYTES)
+            temporary = root / f".tmp-key-{secrets.token_hex(8)}"
+            write_atomically(temporary, fresh)
+            try:
+                os.link(temporary, path)  # fails if another process made the key meanwhile: then read theirs
+                return fresh
+            except FileExistsError:
+                continue
+            finally:
+                os.unlink(temporary)
+        except OSError as error:
+            if error.errno != errno.ELOOP:  # a symbolic link in the key's place is replaced below
+                raise
+        else:
+            with os.fdopen(handle, "rb") as file:
+                status, existing = os.fstat(file.fileno()), file.read()
+            private = not (hasattr(os, "getuid") and status.st_uid != os.getuid()) and not status.st_mode & 0o077
+            if private and len(existing) == KEY_BYTES:
+                return existing
+        fresh = secrets.token_bytes(KEY_BYTES)
+        write_atomically(path, fresh)
+        return fresh
     raise PermissionError(errno.EACCES, f"cannot make a private key in {root}")
 
 
@@ -280,19 +292,23 @@ def mark_compiled_source(source: str) -> None:
     except OSError as error:
         cannot_write(root, error)
         return
-    evict_if_full(root, keep=entry)
+    evict_if_full(root, keep=entry)  # raises nothing: a cache's bookkeeping never fails a call
 
 
 def numba_directory(name: str) -> Path | None:
-    """A directory for numba's signed files of a module of tracegrad itself (`gemm`)."""
+    """A directory for numba's signed files of a module of tracegrad itself (`gemm`), never evicted."""
     root = directory()
     if root is None:
         return None
     try:
-        return private_subdirectory(root, f"{name}_{file_digest(Path(__file__).with_name(name + '.py'))}")
+        return private_subdirectory(root, own_module_entry(name))
     except OSError as error:
         cannot_write(root, error)
         return None
+
+
+def own_module_entry(name: str) -> str:
+    return f"{name}_{file_digest(Path(__file__).with_name(name + '.py'))}"
 
 
 # -- the size cap ------------------------------------------------------------------------
@@ -301,14 +317,17 @@ def numba_directory(name: str) -> Path | None:
 def entry_size(entry: Path) -> int:
     try:
         return sum(item.stat().st_size for item in os.scandir(entry) if item.is_file(follow_symlinks=False))
-    except OSError:
+    except OSError:  # removed meanwhile by another process
         return 0
 
 
-def evict_if_full(root: Path, keep: Path | None = None) -> None:
+def evict_if_full(root: Path, keep: Path) -> None:
     """Remove the entries used longest ago while the directory holds more than `tg.config.cache_max_mb`.
 
-    The directory is measured again only after 1/20 of the cap has been written since.
+    The directory is measured again only after 1/20 of the cap has been written since. `keep`
+    (the entry just used) and this version's gemm are never removed. Other processes may be
+    removing entries at the same time: an entry that is gone is skipped, and a process that was
+    about to load one compiles again.
     """
     limit = int(config.cache_max_mb * 2 ** 20)
     with _state_lock:
@@ -316,15 +335,24 @@ def evict_if_full(root: Path, keep: Path | None = None) -> None:
         if written is not None and written < limit // 20:
             return
         _bytes_since_scan[str(root)] = 0
-    entries = []
-    for item in os.scandir(root):
-        if item.is_dir(follow_symlinks=False) and item.name.startswith(("tg_", "gemm_")):
-            path = Path(item.path)
-            entries.append((item.stat(follow_symlinks=False).st_mtime, entry_size(path), path))
-    total = sum(size for _, size, _ in entries)
+    kept = {keep.name, own_module_entry("gemm")}
+    entries, total = [], 0
+    try:
+        listing = list(os.scandir(root))
+    except OSError:
+        return
+    for item in listing:
+        try:
+            if not item.is_dir(follow_symlinks=False) or not item.name.startswith(("tg_", "gemm_")):
+                continue
+            last_use, size = item.stat(follow_symlinks=False).st_mtime, entry_size(Path(item.path))
+        except OSError:
+            continue
+        total += size
+        if item.name not in kept:
+            entries.append((last_use, size, Path(item.path)))
     for _, size, path in sorted(entries, key=lambda entry: entry[0]):
         if total <= limit * 0.8:
             break
-        if path != keep:
-            shutil.rmtree(path, ignore_errors=True)  # a process using it meanwhile compiles again
-            total -= size
+        shutil.rmtree(path, ignore_errors=True)
+        total -= size

@@ -5,11 +5,13 @@ numba's own cache (`cache=True`) writes pickles beside the source file or under
 `SignedFunctionCache` keeps numba's logic (index keyed by signature and CPU, one data file per
 signature) but places every file in a directory of `disk_cache` and signs it: a file without
 a valid signature, unreadable or damaged, is a cache miss, and the compiled code overwrites it.
+A data file is named by its key and holds it, so processes saving at once cannot mix them up
+(an index entry lost to a concurrent save is a miss, never wrong code).
 A failed write turns the cache off for the process (`disk_cache.cannot_write`), never the call.
 """
 from __future__ import annotations
 
-import itertools
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -55,26 +57,33 @@ class SignedCacheFile(IndexDataCacheFile):
 
     def __init__(self, directory: Path, filename_base: str, source_stamp: str):
         super().__init__(str(directory), filename_base, source_stamp)
+        self._filename_base = filename_base
         self._root = directory.parent
 
     def save(self, key, data):
         if str(self._root) in disk_cache._turned_off:
             return
         try:
+            data_name = self._data_name(key)
+            self._write(self._data_path(data_name), (key, data))
             overloads = self._load_index()
-            data_name = overloads.get(key)
-            if data_name is None:
-                taken = set(overloads.values())
-                data_name = next(name for name in map(self._data_name, itertools.count(1)) if name not in taken)
+            if overloads.get(key) != data_name:
                 overloads[key] = data_name
                 self._write(self._index_path, (self._version, self._source_stamp, overloads))
-            self._write(self._data_path(data_name), data)
         except OSError as error:
             disk_cache.cannot_write(self._root, error)
 
     def load(self, key):
         data_name = self._load_index().get(key)
-        return None if data_name is None else self._read(self._data_path(data_name))
+        stored = None if data_name is None else self._read(self._data_path(data_name))
+        if not (isinstance(stored, tuple) and len(stored) == 2 and stored[0] == key):
+            return None
+        return stored[1]
+
+    def _data_name(self, key) -> str:
+        """Named by its key, and holding it: two processes saving two signatures at once never
+        share a data file, and an index entry can only lead to the code it was made for."""
+        return f"{self._filename_base}.{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.nbc"
 
     def _load_index(self) -> dict:
         index = self._read(self._index_path)
