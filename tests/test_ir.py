@@ -4,7 +4,9 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
+from tracegrad import passes
 from tracegrad.ir import Aval, IRTypeError, Literal, Op, Program, Var, variable_names
+from tracegrad.primitives import add_p, exp_p
 
 
 def f(a, b, c):
@@ -113,18 +115,28 @@ def test_typecheck_rejects_broken_programs():
     x = Var(Aval((3,)))
     out = Var(Aval((4,)))  # wrong shape for an elementwise op on f64[3]
     with pytest.raises(IRTypeError, match="rule gives"):
-        tg.typecheck(Program((), (x,), (Op("exp", (x,), out),), (out,)))
+        tg.typecheck(Program((), (x,), (Op(exp_p, (x,), out),), (out,)))
     undefined = Var(Aval((3,)))
     y = Var(Aval((3,)))
     with pytest.raises(IRTypeError, match="before it is defined"):
-        tg.typecheck(Program((), (x,), (Op("add", (x, undefined), y),), (y,)))
+        tg.typecheck(Program((), (x,), (Op(add_p, (x, undefined), y),), (y,)))
 
 
 def test_every_pass_output_typechecks():
-    program = tg.make_ir(f)(2.0, 3.0, 4.0)
-    tg.typecheck(program)
-    tg.typecheck(tg.make_ir(tg.grad(f, argnums=(0, 1, 2)))(2.0, 3.0, 4.0))
-    tg.typecheck(tg.make_ir(tg.grad(tg.grad(f)))(2.0, 3.0, 4.0))
+    def mlp_loss(w, x):
+        return tnp.mean((tnp.tanh(x @ w) - 1.0) ** 2) + tnp.sum(w * w) * 1e-4
+
+    traced = [tg.jit(f).lower(2.0, 3.0, 4.0), tg.grad(f, argnums=(0, 1, 2)).lower(2.0, 3.0, 4.0),
+              tg.grad(tg.grad(f)).lower(2.0, 3.0, 4.0), tg.value_and_grad(mlp_loss).lower(np.ones((3, 2)), np.ones((4, 3)))]
+    for lowered in traced:
+        tg.typecheck(lowered.ir)
+        program = lowered.compiled.traced
+        for each_pass in (passes.simplify, passes.eliminate_common_subexpressions, passes.eliminate_dead_code,
+                          passes.schedule_for_fusion):
+            program = each_pass(program)
+            tg.typecheck(program.program)
+        tg.typecheck(passes.optimize(lowered.compiled.traced).program)
+        tg.typecheck(lowered.optimized_ir)
 
 
 def test_numba_source_fuses_elementwise_runs_into_one_loop():

@@ -11,14 +11,15 @@ import contextlib
 import numpy as np
 
 from . import trace
-from .ir import Aval, Program, Var
+from .core import Tracer, bind, vjp_rules
+from .ir import Aval, ClosedProgram, Program, Var
 from .passes import eliminate_dead_code
-from .primitives import PRIMITIVES
-from .trace import Traced, bind, read
+from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
+from .trace import read
 
 
 def shape_of(value) -> tuple[int, ...]:
-    return value.shape if isinstance(value, trace.Tracer) else np.shape(value)
+    return value.shape if isinstance(value, Tracer) else np.shape(value)
 
 
 def sum_to_shape(cotangent, shape: tuple[int, ...]):
@@ -27,11 +28,11 @@ def sum_to_shape(cotangent, shape: tuple[int, ...]):
     if cotangent_shape == shape:
         return cotangent
     if np.broadcast_shapes(cotangent_shape, shape) == shape:  # a smaller cotangent covers the whole input
-        return bind("broadcast_to", cotangent, shape=shape)
+        return bind(broadcast_to_p, cotangent, shape=shape)
     lead = len(cotangent_shape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and cotangent_shape[lead + i] != 1)
-    summed = bind("reduce_sum", cotangent, axes=axes)
-    return summed if shape_of(summed) == shape else bind("reshape", summed, shape=shape)
+    summed = bind(reduce_sum_p, cotangent, axes=axes)
+    return summed if shape_of(summed) == shape else bind(reshape_p, summed, shape=shape)
 
 
 def zeros(aval: Aval):
@@ -39,10 +40,11 @@ def zeros(aval: Aval):
 
 
 def depends_on(program: Program, sources) -> set[Var]:
-    """The float Vars whose value depends on any of `sources`."""
+    """The float Vars whose value depends on any of `sources` through differentiable ops."""
     active = {v for v in sources if v.aval.dtype == "f64"}
     for op in program.ops:
-        if op.out.aval.dtype == "f64" and any(x in active for x in op.inputs if isinstance(x, Var)):
+        if (op.primitive.differentiable and op.out.aval.dtype == "f64"
+                and any(x in active for x in op.inputs if isinstance(x, Var))):
             active.add(op.out)
     return active
 
@@ -69,7 +71,7 @@ def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: 
     for out, cotangent in zip(program.outputs, output_cotangents):
         if cotangent is not None and out in active:
             accumulate(out, sum_to_shape(as_numpy_float(cotangent), out.aval.shape))
-    builder = trace.current_builder()
+    builder = trace.current_staging()
     with np.errstate(all="ignore"):
         for op in reversed(program.ops):
             g = cotangents.get(op.out)
@@ -77,14 +79,14 @@ def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: 
                 continue
             inputs = [as_numpy_float(read(env, x)) for x in op.inputs]
             with builder.annotations(op.source, new_op.get(op)) if builder else contextlib.nullcontext():
-                input_cotangents = PRIMITIVES[op.primitive].vjp(g, env[op.out], *inputs, **op.param)
+                input_cotangents = vjp_rules[op.primitive](g, env[op.out], *inputs, **op.param)
                 for x, cotangent in zip(op.inputs, input_cotangents):
                     if cotangent is not None and x in active:
                         accumulate(x, sum_to_shape(cotangent, x.aval.shape))
     return cotangents
 
 
-def vjp_program(traced: Traced, wrt: list[int], seed_first_output: bool) -> Traced:
+def vjp_program(traced: ClosedProgram, wrt: list[int], seed_first_output: bool) -> ClosedProgram:
     """The joint forward-and-adjoint program of `traced`.
 
     Inputs: the primal inputs, then (unless `seed_first_output`) one cotangent per output.
@@ -106,7 +108,7 @@ def vjp_program(traced: Traced, wrt: list[int], seed_first_output: bool) -> Trac
     return trace.trace_flat(joint, [v.aval for v in program.inputs] + cotangent_avals)
 
 
-def split_forward_backward(joint: Traced, n_primals: int, n_outputs: int) -> tuple[Traced, Traced]:
+def split_forward_backward(joint: ClosedProgram, n_primals: int, n_outputs: int) -> tuple[ClosedProgram, ClosedProgram]:
     """Split a joint program (primals, cotangents) -> (outputs, input cotangents) in two.
 
     forward: primals -> outputs + residuals; backward: residuals + cotangents -> input cotangents.
@@ -130,6 +132,6 @@ def split_forward_backward(joint: Traced, n_primals: int, n_outputs: int) -> tup
     forward = Program(program.constvars, primals, tuple(forward_ops), program.outputs[:n_outputs] + tuple(residuals))
     backward = Program(program.constvars, tuple(residuals) + cotangent_inputs, tuple(backward_ops),
                        backward_outputs)
-    return (eliminate_dead_code(Traced(forward, joint.consts)),
-            eliminate_dead_code(Traced(backward, joint.consts)))
+    return (eliminate_dead_code(ClosedProgram(forward, joint.consts)),
+            eliminate_dead_code(ClosedProgram(backward, joint.consts)))
 

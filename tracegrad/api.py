@@ -19,9 +19,10 @@ from . import ad, codegen, concurrency, errors, trace
 from .config import Config, config
 from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
-from .ir import Aval, Program
+from .core import Tracer, as_traceable_array, dtype_name
+from .ir import Aval, ClosedProgram, Program
 from .passes import optimize, select_outputs
-from .trace import Traced, Tracer
+from .source_info import user_source_line, where_text
 from .warn import warn
 from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
 
@@ -35,7 +36,7 @@ def leaf_aval(leaf) -> Aval:
     if kind is float or kind is int:
         return Aval(())
     if kind is np.ndarray:
-        return Aval(leaf.shape, trace.dtype_name(leaf.dtype))
+        return Aval(leaf.shape, dtype_name(leaf.dtype))
     if isinstance(leaf, Tracer):
         return leaf.aval
     if kind is bool or kind is np.bool_:
@@ -44,7 +45,7 @@ def leaf_aval(leaf) -> Aval:
         return Aval(())
     raise errors.UnsupportedLeafError(
         f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}) "
-        f"(at {trace.where_text(trace.user_source_line())}); leaves must be floats, ints or NumPy arrays, "
+        f"(at {where_text(user_source_line())}); leaves must be floats, ints or NumPy arrays, "
         "nested in tuples, lists and dicts (pass other values as static arguments of tg.jit)")
 
 
@@ -67,7 +68,7 @@ def prepare_leaf(leaf):
     if kind is float:
         return leaf
     if kind is np.ndarray:
-        return trace.as_traceable_array(leaf)
+        return as_traceable_array(leaf)
     if kind is bool or kind is np.bool_:
         return bool(leaf)
     return float(leaf)
@@ -141,7 +142,7 @@ def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
         raise errors.UnsupportedLeafError(
             f"a traced function returned a leaf of type {type(leaf).__name__} "
-            f"(called at {trace.where_text(trace.user_source_line())}); "
+            f"(called at {where_text(user_source_line())}); "
             "return floats, arrays and traced values (in tuples, lists and dicts)")
     return leaf
 
@@ -177,7 +178,7 @@ class Signature:
         return range(start, start + self.treedefs[argnum].num_leaves)
 
 
-def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Signature) -> tuple[Traced, TreeDef]:
+def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Signature) -> tuple[ClosedProgram, TreeDef]:
     """Trace `fun` on tracers shaped like the signature's leaves; the result tree comes back too."""
     global trace_count
     trace_count += 1
@@ -204,7 +205,7 @@ def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Si
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
-    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config, array_outputs=(),
+    def __init__(self, traced: ClosedProgram, result_tree: TreeDef, name: str, settings: Config, array_outputs=(),
                  checked_outputs: int = 0):
         self.traced = traced
         self.result_tree = result_tree
@@ -224,7 +225,7 @@ class Compiled:
         return self.traced.program
 
     @functools.cached_property
-    def optimized(self) -> Traced:
+    def optimized(self) -> ClosedProgram:
         """The program after the passes that run before code generation."""
         return optimize(self.traced)
 
@@ -424,7 +425,7 @@ class Lowered:
         leaves: list = []
         if self.transformed.key(args, leaves) != self.key:
             raise TypeError(f"a lowered function takes arguments of the signature it was lowered for "
-                            f"(at {trace.where_text(trace.user_source_line())}); call the function itself "
+                            f"(at {where_text(user_source_line())}); call the function itself "
                             "for other shapes and types")
         return self.compiled(leaves)
 
@@ -452,7 +453,7 @@ def normalize_argnums(argnums, n_args: int) -> tuple[int, ...]:
     for n in numbers:
         if not -n_args <= n < n_args:
             raise errors.ArgnumsError(f"argnums {argnums} is out of range for a call with {n_args} positional "
-                                      f"arguments (at {trace.where_text(trace.user_source_line())})")
+                                      f"arguments (at {where_text(user_source_line())})")
     return tuple(n % n_args for n in numbers)
 
 
@@ -463,7 +464,7 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
             aval = leaf_aval(signature.leaves[index])
             if aval.dtype != "f64":
                 raise errors.NonDifferentiableArgumentError(
-                    f"argument {argnum} holds a leaf of type {aval} (at {trace.where_text(trace.user_source_line())}); "
+                    f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source_line())}); "
                     "gradients are taken only with respect to float values: pass integer arrays such as labels "
                     "as an argument that argnums does not name")
             wrt.append(index)
@@ -478,7 +479,7 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
             if not (out_tree.structure is not LEAF and out_tree.structure[0] is tuple
                     and len(out_tree.structure[2]) == 2):
                 raise TypeError(f"with has_aux=True, {function_text(fun)} must return a pair (output, aux); "
-                                f"it returned {out_tree} (called at {trace.where_text(trace.user_source_line())})")
+                                f"it returned {out_tree} (called at {where_text(user_source_line())})")
             value_tree = TreeDef(out_tree.structure[2][0], 1)
             aux_tree = TreeDef(out_tree.structure[2][1], out_tree.num_leaves - 1)
         else:
@@ -488,7 +489,7 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
             shown = output.aval if value_tree.structure is LEAF else value_tree
             raise NonScalarOutputError(
                 f"grad requires {function_text(fun)} to return a float scalar, it returned {shown} "
-                f"(called at {trace.where_text(trace.user_source_line())}); for a vector output, sum it or use tg.vjp")
+                f"(called at {where_text(user_source_line())}); for a vector output, sum it or use tg.vjp")
         wrt = differentiable_leaves(signature, numbers)
         joint = ad.vjp_program(traced, wrt, seed_first_output=True)
         grads_trees = [signature.treedefs[n] for n in numbers]

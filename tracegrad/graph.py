@@ -60,7 +60,7 @@ def to_dot(fun: Callable) -> Callable[..., str]:
             value_node(var)
         for index, op in enumerate(program.ops):
             params = ",".join(f"{k}={v}" for k, v in op.params)
-            label = " ".join([op.primitive + (f"[{params}]" if params else "")] + [name(x) for x in op.inputs])
+            label = " ".join([op.primitive.name + (f"[{params}]" if params else "")] + [name(x) for x in op.inputs])
             lines.append(f'  op{index} [shape=oval, label="{escape(label)}"];')
             for x in op.inputs:
                 if isinstance(x, Var):

@@ -7,6 +7,7 @@ import attrs
 import numpy as np
 
 from .errors import TreeStructureError
+from .source_info import user_source_line, where_text
 
 LEAF = None  # the structure of a leaf
 
@@ -98,8 +99,6 @@ def tree_map(f: Callable, tree, *rest) -> Any:
     others = [tree_flatten(r) for r in rest]
     for _, other_def in others:
         if other_def != treedef:
-            from .trace import user_source_line, where_text  # tree.py is imported first
-
             raise TreeStructureError(f"tree_map: pytree structures differ: {treedef} and {other_def} "
                                      f"(at {where_text(user_source_line())}); map over trees of one structure")
     return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *(o[0] for o in others))])
