@@ -68,10 +68,39 @@ def test_common_subexpressions_are_computed_once(backend):
     np.testing.assert_allclose(gradient, expected, rtol=1e-13)
 
 
-def test_the_broadcast_seed_of_ones_is_not_multiplied():
+def test_the_broadcast_seed_of_ones_is_never_an_array():
     lowered = tg.grad(lambda x: tnp.sum(tnp.exp(x))).lower(np.ones(3))
-    assert lowered.ir.constvars  # the seed 1.0, broadcast to f64[3], is a constant array
-    assert str(lowered.optimized_ir) == "{ lambda a:f64[3] . let\n    b:f64[3] = exp a\n  in ( b ) }"
+    # the seed 1.0, broadcast to f64[3] by sum's rule, is read as 1.0 by the mul of exp's rule: x * 1.0 is x
+    assert str(lowered.ir) == "{ lambda a:f64[3] . let\n    b:f64[3] = exp a\n  in ( b ) }"
+
+
+def mean_squared_error(w, x, y):
+    return tnp.mean((x @ w - y) ** 2)
+
+
+def mlp_step(params, x, y):
+    def loss(params):
+        hidden = tnp.tanh(x @ params["W1"] + params["b1"])
+        return tnp.mean((hidden @ params["W2"] - y) ** 2) + 1e-4 * tnp.sum(params["W1"] ** 2)
+
+    value, grads = tg.value_and_grad(loss)(params)
+    return value, tg.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+
+
+def test_no_program_of_a_batch_4096_gradient_holds_a_constant_larger_than_a_scalar(python_backend):
+    """The seed, its broadcasts and the zeros of AD are literals or staged broadcasts of one, never arrays."""
+    x, y = np.linspace(-1, 1, 4096 * 3).reshape(4096, 3), np.linspace(0, 1, 4096).reshape(4096, 1)
+    params = {"W1": np.full((3, 8), 0.1), "b1": np.zeros(8), "W2": np.full((8, 1), 0.2)}
+    zeros_for_w = tg.grad(lambda w, x: tnp.sum(x[:1]), argnums=(0, 1))  # w reaches no output
+    lowered = [tg.grad(mean_squared_error).lower(np.ones((3, 1)), x, y),
+               tg.grad(mean_squared_error, argnums=(0, 1, 2)).lower(np.ones((3, 1)), x, y),
+               zeros_for_w.lower(np.ones(3), x), tg.jit(mlp_step).lower(params, x, y)]
+    for each in lowered:
+        assert each.ir.constvars == () and each.optimized_ir.constvars == ()
+    assert "broadcast_to[shape=(3,)] 0.0" in str(lowered[2].ir)
+    np.testing.assert_array_equal(zeros_for_w(np.ones(3), x)[0], np.zeros(3))
+    gradient = tg.grad(mean_squared_error)(np.ones((3, 1)), x, y)
+    np.testing.assert_allclose(gradient, 2 * x.T @ (x @ np.ones((3, 1)) - y) / 4096, rtol=1e-12)
 
 
 def test_literals_that_compare_equal_but_differ_are_not_merged():

@@ -36,7 +36,8 @@ def sum_to_shape(cotangent, shape: tuple[int, ...]):
 
 
 def zeros(aval: Aval):
-    return 0.0 if aval.shape == () else np.zeros(aval.shape)
+    """The cotangent of a value no output depends on: a number, or a staged broadcast of one, never an array."""
+    return 0.0 if aval.shape == () else bind(broadcast_to_p, 0.0, shape=aval.shape)
 
 
 def depends_on(program: Program, sources) -> set[Var]:

@@ -18,29 +18,29 @@ from .primitives import div_p, mul_p, pow_p, stop_gradient_p
 PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
 
 
-def optimize(traced: ClosedProgram) -> ClosedProgram:
+def optimize(closed: ClosedProgram) -> ClosedProgram:
     """The passes run before code generation."""
-    return schedule_for_fusion(eliminate_dead_code(eliminate_common_subexpressions(simplify(traced))))
+    return schedule_for_fusion(eliminate_dead_code(eliminate_common_subexpressions(simplify(closed))))
 
 
-def eliminate_dead_code(traced: ClosedProgram) -> ClosedProgram:
+def eliminate_dead_code(closed: ClosedProgram) -> ClosedProgram:
     """Drop the ops and constants that no output depends on."""
-    program = traced.program
+    program = closed.program
     live = {x for x in program.outputs if isinstance(x, Var)}
     kept = []
     for op in reversed(program.ops):
         if op.out in live:
             kept.append(op)
             live.update(x for x in op.inputs if isinstance(x, Var))
-    constants = [(v, c) for v, c in zip(program.constvars, traced.consts) if v in live]
+    constants = [(v, c) for v, c in zip(program.constvars, closed.consts) if v in live]
     program = attrs.evolve(program, constvars=tuple(v for v, _ in constants), ops=tuple(reversed(kept)))
     return ClosedProgram(program, tuple(c for _, c in constants))
 
 
-def select_outputs(traced: ClosedProgram, indices) -> ClosedProgram:
+def select_outputs(closed: ClosedProgram, indices) -> ClosedProgram:
     """Keep only the outputs at `indices`, and what they need."""
-    outputs = tuple(traced.program.outputs[i] for i in indices)
-    return eliminate_dead_code(ClosedProgram(attrs.evolve(traced.program, outputs=outputs), traced.consts))
+    outputs = tuple(closed.program.outputs[i] for i in indices)
+    return eliminate_dead_code(ClosedProgram(attrs.evolve(closed.program, outputs=outputs), closed.consts))
 
 
 class Rewriter:
@@ -49,8 +49,8 @@ class Rewriter:
     Adjoint ops keep pointing at (the rewritten form of) the forward op they differentiate.
     """
 
-    def __init__(self, traced: ClosedProgram):
-        self.traced = traced
+    def __init__(self, closed: ClosedProgram):
+        self.closed = closed
         self.replaced: dict[Var, Atom] = {}
         self.ops: list[Op] = []
         self.new_op: dict[int, Op] = {}  # id of an old op -> the op it became
@@ -75,53 +75,30 @@ class Rewriter:
         return out
 
     def program(self) -> ClosedProgram:
-        program = self.traced.program
+        program = self.closed.program
         outputs = tuple(self.replaced.get(x, x) if isinstance(x, Var) else x for x in program.outputs)
-        return ClosedProgram(attrs.evolve(program, ops=tuple(self.ops), outputs=outputs), self.traced.consts)
+        return ClosedProgram(attrs.evolve(program, ops=tuple(self.ops), outputs=outputs), self.closed.consts)
 
 
-def simplify(traced: ClosedProgram) -> ClosedProgram:
-    """Fold ops on literals, drop `x * 1.0`-style ops, and turn small integer powers into products.
-
-    A constant array whose elements are all equal (the adjoint's seed of ones, broadcast) is
-    read by elementwise ops as the scalar it repeats, so `ones * x` becomes `x`.
-    """
-    rewriter = Rewriter(traced)
-    uniform = uniform_constants(traced)
-    for op in traced.program.ops:
+def simplify(closed: ClosedProgram) -> ClosedProgram:
+    """Fold ops on literals, drop `x * 1.0`-style ops, and rewrite ops by `REWRITES`."""
+    rewriter = Rewriter(closed)
+    for op in closed.program.ops:
         inputs = rewriter.inputs(op)
-        if op.primitive.elementwise and any(x in uniform for x in inputs):
-            as_scalars = tuple(uniform.get(x, x) for x in inputs)
-            if abstract_eval_rules[op.primitive](*(x.aval for x in as_scalars), **op.param) == op.out.aval:
-                inputs = as_scalars
         if op.out.aval.shape == () and all(isinstance(x, Literal) for x in inputs):
             with np.errstate(all="ignore"):
                 value = impl_rules[op.primitive](*(x.value for x in inputs), **op.param)
             rewriter.replaced[op.out] = Literal(PYTHON_TYPES[op.out.aval.dtype](value))
-            continue
-        if op.primitive is stop_gradient_p and inputs[0].aval == op.out.aval:  # it matters only to the AD pass
-            rewriter.replaced[op.out] = inputs[0]
             continue
         if op.primitive.neutral is not None:
             kept_input = neutral_operand(op.primitive.neutral, inputs, op)
             if kept_input is not None:
                 rewriter.replaced[op.out] = kept_input
                 continue
-        if (op.primitive is pow_p and isinstance(inputs[1], Literal) and inputs[1].value in POWERS_AS_PRODUCTS
-                and inputs[0].aval == op.out.aval):
-            POWERS_AS_PRODUCTS[inputs[1].value](rewriter, op, inputs[0])
-            continue
-        rewriter.keep(op, op.primitive, inputs)
+        rewrite = REWRITES.get(op.primitive)
+        if rewrite is None or not rewrite(rewriter, op, inputs):
+            rewriter.keep(op, op.primitive, inputs)
     return rewriter.program()
-
-
-def uniform_constants(traced: ClosedProgram) -> dict[Var, Literal]:
-    """The constvars holding arrays whose elements are all one value, and that value."""
-    uniform = {}
-    for var, value in zip(traced.program.constvars, traced.consts):
-        if isinstance(value, np.ndarray) and value.size and var.aval.dtype == "f64" and np.all(value == value.flat[0]):
-            uniform[var] = Literal(float(value.flat[0]))
-    return uniform
 
 
 def neutral_operand(neutral, inputs, op: Op) -> Atom | None:
@@ -134,18 +111,40 @@ def neutral_operand(neutral, inputs, op: Op) -> Atom | None:
     return None
 
 
-POWERS_AS_PRODUCTS = {  # numba's pow costs ~8 ns per call, a product ~0.3 ns
-    2.0: lambda rewriter, op, x: rewriter.keep(op, mul_p, (x, x), ()),
-    3.0: lambda rewriter, op, x: rewriter.keep(op, mul_p, (rewriter.add(op, mul_p, (x, x)), x), ()),
-    -1.0: lambda rewriter, op, x: rewriter.keep(op, div_p, (Literal(1.0), x), ()),
-}
+def power_as_products(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """`x ** 2.0` is `x * x`, `x ** 3.0` is `(x * x) * x`, `x ** -1.0` is `1.0 / x`: numba's pow costs
+    ~8 ns per call, a product ~0.3 ns."""
+    x, power = inputs
+    if not isinstance(power, Literal) or x.aval != op.out.aval:
+        return False
+    if power.value == 2.0:
+        rewriter.keep(op, mul_p, (x, x), ())
+    elif power.value == 3.0:
+        rewriter.keep(op, mul_p, (rewriter.add(op, mul_p, (x, x)), x), ())
+    elif power.value == -1.0:
+        rewriter.keep(op, div_p, (Literal(1.0), x), ())
+    else:
+        return False
+    return True
 
 
-def eliminate_common_subexpressions(traced: ClosedProgram) -> ClosedProgram:
+def without_stop_gradient(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """`stop_gradient x` is `x`: it matters only to differentiation, which is done."""
+    if inputs[0].aval != op.out.aval:
+        return False
+    rewriter.replaced[op.out] = inputs[0]
+    return True
+
+
+# rewrites of single ops, keyed by primitive: each returns whether it replaced the op
+REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient}
+
+
+def eliminate_common_subexpressions(closed: ClosedProgram) -> ClosedProgram:
     """Compute each (primitive, inputs, params) once: later copies reuse the first result."""
-    rewriter = Rewriter(traced)
+    rewriter = Rewriter(closed)
     first: dict[tuple, Op] = {}
-    for op in traced.program.ops:
+    for op in closed.program.ops:
         inputs = rewriter.inputs(op)
         key = (op.primitive, tuple(atom_key(x) for x in inputs), op.params)
         if key in first:
@@ -161,14 +160,14 @@ def atom_key(atom: Atom):
     return (type(atom.value), repr(atom.value)) if isinstance(atom, Literal) else atom
 
 
-def schedule_for_fusion(traced: ClosedProgram) -> ClosedProgram:
+def schedule_for_fusion(closed: ClosedProgram) -> ClosedProgram:
     """Move each elementwise op on arrays down to just before its first use.
 
     Code generation fuses runs of consecutive elementwise ops of one shape into one loop; an
     op computed early and used late (a regulariser's gradient, used by the update at the end)
     would otherwise be a loop of its own.
     """
-    ops = traced.program.ops
+    ops = closed.program.ops
     position = {op.out: i for i, op in enumerate(ops)}  # of the op making each Var
     deferred: set[Var] = set()  # the outputs of the ops not emitted yet
     order: list[Op] = []
@@ -190,6 +189,6 @@ def schedule_for_fusion(traced: ClosedProgram) -> ClosedProgram:
         else:
             emit_deferred(op.inputs)
             order.append(op)
-    for atom in traced.program.outputs:  # each output's deferred ops together, so they fuse
+    for atom in closed.program.outputs:  # each output's deferred ops together, so they fuse
         emit_deferred((atom,))
-    return ClosedProgram(attrs.evolve(traced.program, ops=tuple(order)), traced.consts)
+    return ClosedProgram(attrs.evolve(closed.program, ops=tuple(order)), closed.consts)

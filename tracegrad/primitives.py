@@ -93,9 +93,9 @@ def pow_vjp(g, out, x, y):
     # the adjoint of `x ** 2.5` is still two ops (pow, mul): no compare and no where
     x_cotangent = y_cotangent = None
     if isinstance(x, Tracer):
-        x_cotangent = g * y * x ** (bind(where_p, y == 0.0, 1.0, y) - 1.0)
+        x_cotangent = g * y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
     if isinstance(y, Tracer):
-        y_cotangent = g * bind(log_p, bind(where_p, x == 0.0, 1.0, x)) * out
+        y_cotangent = g * bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
     return x_cotangent, y_cotangent
 
 
@@ -208,8 +208,9 @@ def reduced(x: Aval, axes: tuple[int, ...]) -> Aval:
 
 def broadcast_back(value, shape: tuple[int, ...], axes: tuple[int, ...]):
     """A value reduced over `axes`, broadcast back to the `shape` it was reduced from."""
-    kept = bind(reshape_p, value, shape=keepdims_shape(shape, axes))
-    return bind(broadcast_to_p, kept, shape=shape)
+    if len(axes) < len(shape):  # a number (reduced over every axis) broadcasts as it is
+        value = bind(reshape_p, value, shape=keepdims_shape(shape, axes))
+    return bind(broadcast_to_p, value, shape=shape)
 
 
 # reduce_sum: sum over `axes` (removed from the shape); the cotangent is broadcast back over them

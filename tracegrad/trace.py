@@ -1,8 +1,8 @@
 """Staging: run a Python function on tracers and record the ops it applies as a Program.
 
 A StagingInterpreter is the current interpreter while a function is traced: `bind` appends
-one Op per primitive applied to its tracers (and computes at once, with NumPy, ops on
-values that are not traced).
+one Op per primitive applied. Only ops on numbers whose value is a number are computed at
+once; no array is, so a program never holds an array that tracing made.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .core import (INT64_MAX, INT64_MIN, Interpreter, Tracer, abstract_eval_rule
                    set_interpreter)
 from .ir import Aval, ClosedProgram, Literal, Op, Primitive, Program, SourceLine, Var
 from .passes import eliminate_dead_code
+from .primitives import broadcast_to_p
 from .source_info import user_source_line, where_text
 
 
@@ -41,6 +42,7 @@ class StagingInterpreter(Interpreter):
         self.consts: list = []
         self.const_of: dict[int, Var] = {}  # id(value) -> its constvar
         self.captured: list = []
+        self.scalar_broadcasts: dict[Var, Literal] = {}  # the outputs of `broadcast_to` of a literal
         self.source: SourceLine | None = None  # set while replaying a program, to keep its lines
         self.adjoint_of: Op | None = None
         self.active = True
@@ -79,14 +81,14 @@ class StagingInterpreter(Interpreter):
         return var
 
     def interpret_op(self, primitive: Primitive, args: tuple, params: dict):
-        """Stage the op if a tracer is among `args`, else compute it with NumPy.
+        """Stage the op, simplified where that is known now (see docs/ir.md).
 
-        Computed here, the value is a constant of the program being traced: like the program's
-        compiled code, NumPy then gives inf and nan without a warning (`tnp.log(0.0)`).
+        An op on numbers only, whose value is a number, is computed at once with NumPy, which
+        gives inf and nan without a warning, as the program's compiled code does (`tnp.log(0.0)`).
+        No op's value is an array computed now: an array made from numbers (an adjoint's seed
+        broadcast to a shape) is a staged `broadcast_to` of a literal, which elementwise ops read
+        as the number it repeats.
         """
-        if not any(isinstance(a, Tracer) for a in args):
-            with np.errstate(all="ignore"):
-                return impl_rules[primitive](*args, **params)
         inputs = [self.atom(a) for a in args]
         if any(x.aval.dtype == "f64" for x in inputs):  # ints next to floats are floats: `a**3` is `pow a 3.0`
             inputs = [Literal(float(x.value)) if isinstance(x, Literal) and type(x.value) is int else x for x in inputs]
@@ -98,18 +100,31 @@ class StagingInterpreter(Interpreter):
             aval = abstract_eval_rules[primitive](*(x.aval for x in inputs), **params)
         except errors.ShapeError as error:
             raise errors.ShapeError(f"{error} (at {where_text(self.source or user_source_line())})") from None
+        if aval.shape == () and all(isinstance(x, Literal) for x in inputs):
+            return fold(primitive, inputs, params)
+        if primitive.elementwise and any(x in self.scalar_broadcasts for x in inputs):
+            scalars = [self.scalar_broadcasts.get(x, x) for x in inputs]
+            scalar_aval = abstract_eval_rules[primitive](*(x.aval for x in scalars), **params)
+            if scalar_aval.shape == () and all(isinstance(x, Literal) for x in scalars):
+                value = fold(primitive, scalars, params)  # `ones * 2.0` is a broadcast 2.0
+                if self.atom(value).aval.dtype == aval.dtype:
+                    return self.interpret_op(broadcast_to_p, (value,), {"shape": aval.shape})
+            elif scalar_aval == aval:  # `x * ones` reads the 1.0 (and is then x)
+                inputs = scalars
         if primitive.neutral is not None:  # `x * 1.0` is x
             for position in primitive.neutral.positions:
-                other = 1 - position
+                kept = inputs[1 - position]
                 if (isinstance(inputs[position], Literal) and inputs[position].value == primitive.neutral.value
-                        and inputs[other].aval == aval and isinstance(args[other], Tracer)):
-                    return args[other]
+                        and isinstance(kept, Var) and kept.aval == aval):
+                    return StagingTracer(kept, self)
         return self.add_op(primitive, inputs, aval, params)
 
     def add_op(self, primitive: Primitive, inputs, aval: Aval, params: dict) -> StagingTracer:
         out = Var(aval)
         source = self.source or user_source_line()
         self.ops.append(Op(primitive, tuple(inputs), out, tuple(params.items()), source, self.adjoint_of))
+        if primitive is broadcast_to_p and isinstance(inputs[0], Literal):
+            self.scalar_broadcasts[out] = inputs[0]
         return StagingTracer(out, self)
 
     @contextlib.contextmanager
@@ -121,6 +136,13 @@ class StagingInterpreter(Interpreter):
             yield
         finally:
             self.source, self.adjoint_of = saved
+
+
+def fold(primitive: Primitive, inputs: list[Literal], params: dict):
+    """The value of an op on literals, computed now with NumPy's scalars (1.0 / 0.0 is inf, silently)."""
+    values = [np.float64(x.value) if type(x.value) is float else x.value for x in inputs]
+    with np.errstate(all="ignore"):
+        return impl_rules[primitive](*values, **params)
 
 
 def check_alive(tracer: Tracer) -> None:
