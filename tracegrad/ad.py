@@ -6,13 +6,12 @@ other: printable, compilable, and differentiable again.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from . import trace
 from .core import Tracer, bind, vjp_rules
 from .ir import Aval, ClosedProgram, Program, Var
+from .source_info import annotate
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
 from .trace import read
@@ -56,7 +55,7 @@ def as_numpy_float(value):
     return np.float64(value) if type(value) is float else value
 
 
-def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: list[Var]) -> dict:
+def backward(program: Program, env: dict, output_cotangents, wrt: list[Var]) -> dict:
     """Apply the VJP rules in reverse, in the current trace or on NumPy values.
 
     Returns the cotangent of every Var that depends on `wrt` and reaches an output. A rule may
@@ -72,14 +71,13 @@ def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: 
     for out, cotangent in zip(program.outputs, output_cotangents):
         if cotangent is not None and out in active:
             accumulate(out, sum_to_shape(as_numpy_float(cotangent), out.aval.shape))
-    builder = trace.current_staging()
     with np.errstate(all="ignore"):
         for op in reversed(program.ops):
             g = cotangents.get(op.out)
             if g is None:
                 continue
             inputs = [as_numpy_float(read(env, x)) for x in op.inputs]
-            with builder.annotations(op.source, new_op.get(op)) if builder else contextlib.nullcontext():
+            with annotate(op.source, op.primitive.name):  # the adjoint's ops say which op they differentiate
                 input_cotangents = vjp_rules[op.primitive](g, env[op.out], *inputs, **op.param)
                 for x, cotangent in zip(op.inputs, input_cotangents):
                     if cotangent is not None and x in active:
@@ -99,10 +97,10 @@ def vjp_program(traced: ClosedProgram, wrt: list[int], seed_first_output: bool) 
 
     def joint(*args):
         primals, given = args[:n_inputs], args[n_inputs:]
-        env, new_op = trace.replay(program, traced.consts, primals)
+        env = trace.replay(program, traced.consts, primals)
         seeds = [1.0] + [None] * (len(program.outputs) - 1) if seed_first_output else list(given)
         wrt_vars = [program.inputs[i] for i in wrt]
-        cotangents = backward(program, env, new_op, seeds, wrt_vars)
+        cotangents = backward(program, env, seeds, wrt_vars)
         return [read(env, x) for x in program.outputs] + [cotangents.get(v, zeros(v.aval)) for v in wrt_vars]
 
     cotangent_avals = [] if seed_first_output else [Aval(x.aval.shape, "f64") for x in program.outputs]

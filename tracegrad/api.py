@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 import weakref
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from .errors import NonScalarOutputError
 from .core import Tracer, as_traceable_array, dtype_name
 from .ir import Aval, ClosedProgram, Program
 from .passes import optimize, select_outputs
-from .source_info import user_source_line, where_text
+from .source_info import user_source, where_text
 from .warn import warn
 from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
 
@@ -45,7 +46,7 @@ def leaf_aval(leaf) -> Aval:
         return Aval(())
     raise errors.UnsupportedLeafError(
         f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}) "
-        f"(at {where_text(user_source_line())}); leaves must be floats, ints or NumPy arrays, "
+        f"(at {where_text(user_source())}); leaves must be floats, ints or NumPy arrays, "
         "nested in tuples, lists and dicts (pass other values as static arguments of tg.jit)")
 
 
@@ -99,6 +100,13 @@ def function_text(fun: Callable) -> str:
     return f"{getattr(fun, '__name__', 'the function')}{where}"
 
 
+def generated_name(transformation: str, fun: Callable) -> str:
+    """The generated function's name, `jit_step` or `grad_loss`: its underscore keeps it apart from the
+    program's variable names (a, b, ..., ba, ...), so no local is named like its function."""
+    name = re.sub(r"\W", "_", getattr(fun, "__name__", "fun").replace("<lambda>", "fun"))
+    return f"{transformation}_{name}"
+
+
 def with_arrays_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
     """`unflatten`, after making the outputs at `positions` 0-d arrays (numba gives floats)."""
     def run(outputs):
@@ -142,7 +150,7 @@ def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
         raise errors.UnsupportedLeafError(
             f"a traced function returned a leaf of type {type(leaf).__name__} "
-            f"(called at {where_text(user_source_line())}); "
+            f"(called at {where_text(user_source())}); "
             "return floats, arrays and traced values (in tuples, lists and dicts)")
     return leaf
 
@@ -425,7 +433,7 @@ class Lowered:
         leaves: list = []
         if self.transformed.key(args, leaves) != self.key:
             raise TypeError(f"a lowered function takes arguments of the signature it was lowered for "
-                            f"(at {where_text(user_source_line())}); call the function itself "
+                            f"(at {where_text(user_source())}); call the function itself "
                             "for other shapes and types")
         return self.compiled(leaves)
 
@@ -453,7 +461,7 @@ def normalize_argnums(argnums, n_args: int) -> tuple[int, ...]:
     for n in numbers:
         if not -n_args <= n < n_args:
             raise errors.ArgnumsError(f"argnums {argnums} is out of range for a call with {n_args} positional "
-                                      f"arguments (at {where_text(user_source_line())})")
+                                      f"arguments (at {where_text(user_source())})")
     return tuple(n % n_args for n in numbers)
 
 
@@ -464,7 +472,7 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
             aval = leaf_aval(signature.leaves[index])
             if aval.dtype != "f64":
                 raise errors.NonDifferentiableArgumentError(
-                    f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source_line())}); "
+                    f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source())}); "
                     "gradients are taken only with respect to float values: pass integer arrays such as labels "
                     "as an argument that argnums does not name")
             wrt.append(index)
@@ -479,7 +487,7 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
             if not (out_tree.structure is not LEAF and out_tree.structure[0] is tuple
                     and len(out_tree.structure[2]) == 2):
                 raise TypeError(f"with has_aux=True, {function_text(fun)} must return a pair (output, aux); "
-                                f"it returned {out_tree} (called at {where_text(user_source_line())})")
+                                f"it returned {out_tree} (called at {where_text(user_source())})")
             value_tree = TreeDef(out_tree.structure[2][0], 1)
             aux_tree = TreeDef(out_tree.structure[2][1], out_tree.num_leaves - 1)
         else:
@@ -489,7 +497,7 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
             shown = output.aval if value_tree.structure is LEAF else value_tree
             raise NonScalarOutputError(
                 f"grad requires {function_text(fun)} to return a float scalar, it returned {shown} "
-                f"(called at {where_text(user_source_line())}); for a vector output, sum it or use tg.vjp")
+                f"(called at {where_text(user_source())}); for a vector output, sum it or use tg.vjp")
         wrt = differentiable_leaves(signature, numbers)
         joint = ad.vjp_program(traced, wrt, seed_first_output=True)
         grads_trees = [signature.treedefs[n] for n in numbers]
@@ -499,13 +507,14 @@ def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Conf
                   if type(signature.leaves[index]) is np.ndarray and signature.leaves[index].ndim == 0]
         if with_value:
             value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
-            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", settings,
+            return Compiled(joint, tuple_tree(value_part, grads_tree), generated_name("value_and_grad", fun), settings,
                             array_outputs=tuple(1 + n_aux + j for j in zero_d))
         # under debug_nans the value is computed too (and dropped), so a nan in it is caught as JAX catches it
         checked = [0] if settings.debug_nans else []
         kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux), *checked])
         result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
-        return Compiled(kept, result, "grad", settings, array_outputs=tuple(zero_d), checked_outputs=len(checked))
+        return Compiled(kept, result, generated_name("grad", fun), settings, array_outputs=tuple(zero_d),
+                        checked_outputs=len(checked))
 
     return build
 
@@ -544,7 +553,7 @@ def jit(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Transforme
 
     def build(signature: Signature) -> Compiled:
         traced, out_tree = trace_function(fun, static, signature)
-        return Compiled(traced, out_tree, getattr(fun, "__name__", "fun").replace("<lambda>", "fun"), settings)
+        return Compiled(traced, out_tree, generated_name("jit", fun), settings)
 
     return transformed(fun, ("jit", static), lambda: Transformed(fun, build, static))
 
@@ -577,11 +586,11 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     joint = ad.vjp_program(traced, wrt, seed_first_output=False)
     forward, backward = ad.split_forward_backward(joint, len(signature.leaves), n_outputs)
     flat_list = lambda n: TreeDef((list, None, (LEAF,) * n), n)
-    results = Compiled(forward, flat_list(len(forward.program.outputs)), "forward", settings) \
+    results = Compiled(forward, flat_list(len(forward.program.outputs)), generated_name("vjp_forward", fun), settings) \
         .for_signature(signature.leaves)(signature.leaves)
     outputs, residuals = results[:n_outputs], results[n_outputs:]
     cotangent_tree = tuple_tree(*signature.treedefs)
-    adjoint = Compiled(backward, flat_list(len(wrt)), "backward", settings)
+    adjoint = Compiled(backward, flat_list(len(wrt)), generated_name("vjp_backward", fun), settings)
 
     def pullback(cotangent):
         leaves, tree = tree_flatten(cotangent)

@@ -70,17 +70,16 @@ class SourceWriter:
                 if isinstance(x, Var):
                     self.users.setdefault(x, []).append(op)
         self.outputs = {x for x in program.outputs if isinstance(x, Var)}
-        self.name = Namer()
-        for var in program.constvars + program.inputs:
-            self.name(var)
+        self.name = Namer.of(program)  # the printer's names: the source and the printed program agree
         self.maker = {op.out: op for op in program.ops}
         self.defined_here = self.maker.keys()
-        self.known = self.defined_here | set(program.constvars) | set(program.inputs)
         self.workspace: dict[Var, int] = {}  # large temporaries kept between calls: their index in `_workspace`
         self.copied_outputs = self.outputs_to_copy()
-        if self.fuse and len(program.ops) <= MAX_OPS_PER_FUNCTION:
+        # the program's groups, when it is one function (a longer one is split, and grouped part by part)
+        self.program_groups = self.groups(program.ops) if len(program.ops) <= MAX_OPS_PER_FUNCTION else None
+        if self.fuse and self.program_groups is not None:
             returned = set().union(*(self.array_bases(x) for x in self.outputs))  # never kept between calls
-            for group in self.groups(program.ops):
+            for group in self.program_groups:
                 for var in self.allocated(group):
                     if var.aval.size >= WORKSPACE_MIN_SIZE and var not in returned:
                         self.workspace[var] = len(self.workspace)
@@ -106,13 +105,13 @@ class SourceWriter:
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
 
-    def statement(self, op: Op, into_workspace: bool = True) -> list[str]:
+    def statement(self, op: Op) -> list[str]:
         rule = rule_for(op.primitive)
         emit = rule.statement if self.numba or rule.numpy_statement is None else rule.numpy_statement
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
         if self.numba and self.is_product(op):
             name = "tg_parallel_matmul" if self.parallel and multiply_adds(op) >= PARALLEL_MIN_PRODUCT else "tg_matmul"
-            if into_workspace and op.out in self.workspace:  # into its kept array
+            if op.out in self.workspace:  # into its kept array
                 return [f"{out} = {name}_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
             return [f"{out} = {name}({inputs[0]}, {inputs[1]})"]
         if isinstance(emit, str):
@@ -120,22 +119,19 @@ class SourceWriter:
         lines = emit(out, inputs, op)
         return [f"{out} = {lines}"] if isinstance(lines, str) else lines
 
-    def comment(self, op: Op) -> str | None:
-        source = f"{os.path.basename(op.source[0])}:{op.source[1]}" if op.source else "?"
+    def comment(self, op: Op) -> str:
+        """The user's line that made `op`; for an adjoint op, Tangent's `# Grad of:` and the user's
+        expression it differentiates (captured when the adjoint was built)."""
+        where = f"{os.path.basename(op.source.file)}:{op.source.line}" if op.source else "?"
         if op.adjoint_of is None:
-            return f"# {source}"
-        forward = op.adjoint_of
-        if forward.out in self.defined_here:
-            return f"# adjoint of {self.statement(forward, into_workspace=False)[0]}  ({source})"
-        emit = rule_for(forward.primitive).statement
-        if isinstance(emit, str) and all(x in self.known for x in forward.inputs if isinstance(x, Var)):
-            # the forward op itself was not needed: show what it computed
-            return f"# adjoint of {emit.format(*map(self.atom, forward.inputs), **forward.param)}  ({source})"
-        return f"# adjoint of {forward.primitive.name}  ({source})"
+            return f"# {where}"
+        if op.source and op.source.expression:
+            return f"# Grad of: {op.source.expression}  ({op.adjoint_of}, {where})"
+        return f"# Grad of: {op.adjoint_of}  ({where})"
 
-    def body(self, ops) -> list[str]:
+    def body(self, groups: list[list[Op]]) -> list[str]:
         lines, last_comment = [], None
-        for group in self.groups(ops):
+        for group in groups:
             if self.uses_simd_ufunc(group[0]):
                 lines.extend(self.simd_ufunc_call(group[0]))
                 last_comment = None
@@ -270,8 +266,8 @@ class SourceWriter:
     def finiteness_check(self, op: Op) -> list[str]:
         """tg.config.debug_nans: stop at the first op whose value is nan or inf, naming it."""
         out = self.name(op.out)
-        where = f"{op.source[0]}:{op.source[1]}" if op.source else "an unknown line"
-        phase = f"the adjoint of {op.adjoint_of.primitive.name}" if op.adjoint_of else "the forward pass"
+        where = f"{op.source.file}:{op.source.line}" if op.source else "an unknown line"
+        phase = f"the adjoint of {op.adjoint_of}" if op.adjoint_of else "the forward pass"
         message = f"{op.primitive.name} produced nan or inf in {phase}, at {where}"
         test = f"np.isfinite({out})" if op.out.aval.shape == () else f"np.isfinite({out}).all()"
         return [f"if not {test}:", f"    raise FloatingPointError({message!r})"]
@@ -329,8 +325,8 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if writer.fuse and tape.fits_tape(program):
         return tape.tape_source(program, name, lambda op: writer.statement(op)[0], writer.atom)
-    if len(program.ops) <= MAX_OPS_PER_FUNCTION:
-        body = writer.body(program.ops)
+    if writer.program_groups is not None:
+        body = writer.body(writer.program_groups)
         results = [writer.result(x) for x in program.outputs]
         if writer.workspace:
             text = "\n".join(function_text(f"{name}_core", params + ["_workspace"], body, results)) + "\n"
@@ -384,7 +380,7 @@ def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
         defined = [op.out for op in chunk if op.out in used_later[index]]
         part_results = [writer.name(v) for v in defined]
         part_name = f"{name}_part{index}"
-        texts += function_text(part_name, part_params, writer.body(chunk), part_results) + [""]
+        texts += function_text(part_name, part_params, writer.body(writer.groups(chunk)), part_results) + [""]
         main_body.append(f"{''.join(r + ', ' for r in part_results)}= {part_name}({', '.join(part_params)})"
                          if part_results else f"{part_name}({', '.join(part_params)})")
         available += defined

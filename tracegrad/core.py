@@ -24,7 +24,7 @@ import numpy as np
 
 from . import errors
 from .ir import Aval, IRTypeError, Primitive, Program, Var
-from .source_info import user_source_line, where_text
+from .source_info import user_source, where_text
 
 abstract_eval_rules: dict[Primitive, Callable[..., Aval]] = {}
 impl_rules: dict[Primitive, Callable] = {}
@@ -54,7 +54,7 @@ class EvalInterpreter(Interpreter):
         if any(isinstance(arg, Tracer) for arg in args):
             raise errors.LeakedTracerError(
                 f"{primitive.name} was applied to a traced value outside any trace "
-                f"(at {where_text(user_source_line())}); return values from the traced function instead "
+                f"(at {where_text(user_source())}); return values from the traced function instead "
                 "of storing them in globals")
         return impl_rules[primitive](*args, **params)
 
@@ -92,7 +92,7 @@ def bind(primitive: Primitive, *args, **params):
 
 
 def conversion_error(aval: Aval, wanted: str) -> errors.TracerConversionError:
-    where = where_text(user_source_line())
+    where = where_text(user_source())
     if wanted == "array":
         advice = ("NumPy needs concrete numbers to build an array. To build one from traced values use "
                   "tnp.stack([...]); for functions of arrays use tracegrad.numpy (tnp) or NumPy's supported "
@@ -137,17 +137,17 @@ class Tracer:
 
     def __setitem__(self, index, value):
         raise errors.ImmutableValueError(
-            f"traced values are immutable: item assignment at {where_text(user_source_line())}. "
+            f"traced values are immutable: item assignment at {where_text(user_source())}. "
             "Build a new value instead, e.g. tnp.where(mask, new_values, x) to replace elements.")
 
     def __len__(self) -> int:
         if self.ndim == 0:
-            raise TypeError(f"len() of a 0-d traced value (at {where_text(user_source_line())})")
+            raise TypeError(f"len() of a 0-d traced value (at {where_text(user_source())})")
         return self.shape[0]
 
     def __iter__(self):
         if self.ndim == 0:
-            raise TypeError(f"iteration over a 0-d traced value (at {where_text(user_source_line())})")
+            raise TypeError(f"iteration over a 0-d traced value (at {where_text(user_source())})")
         return (self[i] for i in range(self.shape[0]))
 
     # Python needs concrete values here: fail clearly
@@ -184,7 +184,7 @@ INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 def integer_overflow(value, kind: str) -> errors.IntegerOverflowError:
     return errors.IntegerOverflowError(
         f"the {kind} {value} does not fit in int64, the integer type of tracegrad's programs "
-        f"(at {where_text(user_source_line())}); pass integers in [-2**63, 2**63), as every valid label or "
+        f"(at {where_text(user_source())}); pass integers in [-2**63, 2**63), as every valid label or "
         "index is, or convert quantities this large to float64 yourself")
 
 
@@ -195,7 +195,7 @@ def as_traceable_array(value) -> np.ndarray:
     if array.dtype != wanted:
         if array.dtype.kind not in "biuf":
             raise TypeError(f"tracegrad cannot trace an array of dtype {array.dtype} "
-                            f"(at {where_text(user_source_line())}); use float, int or bool arrays")
+                            f"(at {where_text(user_source())}); use float, int or bool arrays")
         if array.dtype == np.uint64 and array.size and array.max() > np.uint64(INT64_MAX):
             raise integer_overflow(array.max(), "uint64 value")
         array = array.astype(wanted)

@@ -41,12 +41,12 @@ def to_dot(fun: Callable) -> Callable[..., str]:
         traced, _ = trace_function(fun, (), signature)
         program = traced.program
         leaves = [float(x) if isinstance(x, int) else x for x in signature.leaves]
-        values, _ = trace.replay(program, traced.consts, leaves)
+        values = trace.replay(program, traced.consts, leaves)
         gradients = {}
         if len(program.outputs) == 1 and program.outputs[0].aval.shape == () \
                 and program.outputs[0].aval.dtype == "f64":
-            gradients = ad.backward(program, values, {}, [1.0], list(program.inputs))
-        name = Namer()
+            gradients = ad.backward(program, values, [1.0], list(program.inputs))
+        name = Namer.of(program)
         lines = ["digraph program {", "  rankdir=LR;", '  node [fontname="monospace"];']
 
         def value_node(var: Var) -> str:

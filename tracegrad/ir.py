@@ -56,7 +56,19 @@ class Literal:
 
 
 Atom = Var | Literal
-SourceLine = tuple[str, int]  # (file name, line number) of the user's code
+
+
+@attrs.frozen
+class Source:
+    """Where the user's code made an op: the file, the line, and the expression's text when Python
+    knows it (from the code's table of positions: `tnp.sin(3 * b)`, `a**0.5`)."""
+
+    file: str
+    line: int
+    expression: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
 
 
 @attrs.frozen
@@ -89,18 +101,19 @@ class Primitive:
 
 @attrs.frozen
 class Op:
-    """One equation: `out = primitive[params] inputs`, remembering which user line made it.
+    """One equation: `out = primitive[params] inputs`, remembering the user's code that made it.
 
-    An op of an adjoint program also points at the forward op it differentiates, so the
-    generated source can say so in a comment.
+    An op of an adjoint keeps the source of the forward op it differentiates, and the name of
+    that op's primitive in `adjoint_of`, both captured when the adjoint is built: the generated
+    source's comments (`# Grad of: a**0.5`) and debug_nans' messages are made from them.
     """
 
     primitive: Primitive
     inputs: tuple[Atom, ...]
     out: Var
     params: tuple[tuple[str, object], ...] = ()
-    source: SourceLine | None = attrs.field(default=None, eq=False)
-    adjoint_of: Op | None = attrs.field(default=None, eq=False, repr=False)
+    source: Source | None = attrs.field(default=None, eq=False)
+    adjoint_of: str | None = attrs.field(default=None, eq=False)
 
     @property
     def param(self) -> dict:
@@ -150,11 +163,21 @@ def variable_names():
 
 
 class Namer:
-    """Gives each Var a name in order of first appearance."""
+    """Gives each Var a name, in order of first appearance: `Namer.of(program)` names a program's
+    binders, then each op's output in op order, as the printer and the generated source show them."""
 
     def __init__(self):
         self.names: dict[Var, str] = {}
         self.fresh = variable_names()
+
+    @classmethod
+    def of(cls, program: Program) -> Namer:
+        namer = cls()
+        for var in program.constvars + program.inputs:
+            namer(var)
+        for op in program.ops:
+            namer(op.out)
+        return namer
 
     def __call__(self, atom: Atom) -> str:
         if isinstance(atom, Literal):
@@ -175,7 +198,7 @@ def format_param(value) -> str:
 
 
 def print_program(program: Program) -> str:
-    name = Namer()
+    name = Namer.of(program)
     binders = lambda variables: " ".join(f"{name(v)}:{v.aval}" for v in variables)
     head = binders(program.constvars) + " ; " if program.constvars else ""
     head += binders(program.inputs)

@@ -111,10 +111,10 @@ def emit_where(out: str, ins: list[str], op: Op):
             zeros = f"np.zeros({shape}, {numpy_dtype(atom.aval.dtype)})"
             name = f"({name} != {zeros})" if atom.aval.dtype == "bool" else f"({name} + {zeros})"
         lines.append(f"{out}_{role} = np.ascontiguousarray({name}).reshape({size})")
-        flat.append(f"{out}_{role}[_k]")
+        flat.append(f"{out}_{role}[_i0]")
     return lines + [f"{out}_flat = np.empty({size}, {numpy_dtype(op.out.aval.dtype)})",
-                    f"for _k in range({size}):",
-                    f"    {out}_flat[_k] = {flat[1]} if {flat[0]} else {flat[2]}",
+                    f"for _i0 in range({size}):",
+                    f"    {out}_flat[_i0] = {flat[1]} if {flat[0]} else {flat[2]}",
                     f"{out} = {out}_flat.reshape({shape})"]
 
 
@@ -152,19 +152,19 @@ def emit_reduction(out: str, ins: list[str], op: Op, kind: str):
         lines.append(f"{result}_in = np.ascontiguousarray({source}).reshape(({before}, {reduced}, {after}))")
         if after == 1:
             lines += [f"{result} = np.empty({before}, {dtype})",
-                      f"for _i in range({before}):",
-                      f"    {result}[_i] = np.{kind}({result}_in[_i, :, 0])"]
+                      f"for _i0 in range({before}):",
+                      f"    {result}[_i0] = np.{kind}({result}_in[_i0, :, 0])"]
         elif kind == "sum":
             lines += [f"{result} = np.zeros(({before}, {after}), {dtype})",
-                      f"for _i in range({before}):",
-                      f"    {result}_row = {result}[_i]",
-                      f"    for _r in range({reduced}):",
-                      f"        {result}_row += {result}_in[_i, _r]"]
+                      f"for _i0 in range({before}):",
+                      f"    {result}_row = {result}[_i0]",
+                      f"    for _i1 in range({reduced}):",
+                      f"        {result}_row += {result}_in[_i0, _i1]"]
         else:
             lines += [f"{result} = np.empty(({before}, {after}), {dtype})",
-                      f"for _i in range({before}):",
-                      f"    for _j in range({after}):",
-                      f"        {result}[_i, _j] = np.max({result}_in[_i, :, _j])"]
+                      f"for _i0 in range({before}):",
+                      f"    for _i1 in range({after}):",
+                      f"        {result}[_i0, _i1] = np.max({result}_in[_i0, :, _i1])"]
         source, shape = result, shape[:start] + shape[stop:]
     return lines + [f"{out} = {source}.reshape({op.out.aval.shape})"]
 
@@ -236,11 +236,11 @@ def out_of_bounds_message(op: Op, axis: int, size: int) -> str:
 
 
 def checked_index_reads(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
-    """Loop-body lines reading each index array at `_k` into `{out}_at{axis}`, raising IndexError out of
+    """Loop-body lines reading each index array at `_i0` into `{out}_at{axis}`, raising IndexError out of
     bounds; a negative index is left to numba, whose indexing counts it from the end."""
     lines = []
     for axis, (index, size) in enumerate(zip(indices, sizes)):
-        lines += [f"    {out}_at{axis} = {index}[_k]",
+        lines += [f"    {out}_at{axis} = {index}[_i0]",
                   f"    if not -{size} <= {out}_at{axis} < {size}:",
                   f"        raise IndexError({out_of_bounds_message(op, axis, size)!r})"]
     return lines
@@ -259,11 +259,11 @@ def reraised_index_error(out: str, indices: list[str], sizes: tuple[int, ...], o
 def emit_gather(out: str, ins: list[str], op: Op):
     at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
     lines = [f"{out} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})",
-             f"for _k in range({op.out.aval.shape[0]}):"]
+             f"for _i0 in range({op.out.aval.shape[0]}):"]
     lines += checked_index_reads(out, ins[1:], op.inputs[0].aval.shape, op)
     if op.out.aval.ndim == 1:
-        return lines + [f"    {out}[_k] = {ins[0]}[{at}]"]
-    return lines + [f"    {out}_row = {out}[_k]",  # rows are added in place: numba compiles row assignment slowly
+        return lines + [f"    {out}[_i0] = {ins[0]}[{at}]"]
+    return lines + [f"    {out}_row = {out}[_i0]",  # rows are added in place: numba compiles row assignment slowly
                     f"    {out}_row += {ins[0]}[{at}]"]
 
 
@@ -279,12 +279,12 @@ rules[gather_p] = Lowering(emit_gather, numpy_statement=numpy_gather)
 def emit_scatter_add(out: str, ins: list[str], op: Op):
     at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
     lines = [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-             f"for _k in range({op.inputs[0].aval.shape[0]}):"]
+             f"for _i0 in range({op.inputs[0].aval.shape[0]}):"]
     lines += checked_index_reads(out, ins[1:], op.param["shape"], op)
     if op.inputs[0].aval.ndim == 1:
-        return lines + [f"    {out}[{at}] += {ins[0]}[_k]"]
+        return lines + [f"    {out}[{at}] += {ins[0]}[_i0]"]
     return lines + [f"    {out}_row = {out}[{at}]",
-                    f"    {out}_row += {ins[0]}[_k]"]
+                    f"    {out}_row += {ins[0]}[_i0]"]
 
 
 def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:

@@ -16,7 +16,7 @@ from . import primitives as prims
 from .core import Tracer, as_traceable_array, bind
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
 from .ir import Primitive
-from .source_info import user_source_line, where_text
+from .source_info import user_source, where_text
 
 # array constants: these build concrete NumPy arrays, which traced code uses as constants
 array, asarray, zeros, ones, full, arange, eye, linspace = (
@@ -92,7 +92,7 @@ def normalize_axes(axis, rank: int) -> tuple[int, ...]:
     for a in axes:
         if not -rank <= a < rank:
             raise ShapeError(f"axis {a} is out of range for a value of rank {rank} "
-                             f"(at {where_text(user_source_line())})")
+                             f"(at {where_text(user_source())})")
     return tuple(sorted(int(a) % rank for a in axes))
 
 
@@ -135,7 +135,7 @@ def reshape(x, new_shape):
         size = int(np.prod(in_shape))
         if known == 0 or size % known:
             raise ShapeError(f"reshape: cannot reshape {in_shape} into {new_shape} "
-                             f"(at {where_text(user_source_line())})")
+                             f"(at {where_text(user_source())})")
         new_shape = tuple(size // known if n == -1 else n for n in new_shape)
     if new_shape == tuple(in_shape):
         return x
@@ -147,7 +147,7 @@ def transpose(x, axes=None):
     perm = tuple(reversed(range(rank))) if axes is None else tuple(int(a) % rank for a in axes)
     if sorted(perm) != list(range(rank)):
         raise ShapeError(f"transpose: {axes} is not a permutation of the axes of a value of rank {rank} "
-                         f"(at {where_text(user_source_line())}); give each axis 0..{rank - 1} once")
+                         f"(at {where_text(user_source())}); give each axis 0..{rank - 1} once")
     if perm == tuple(range(rank)):
         return x
     return bind(prims.transpose_p, x, perm=perm)
@@ -170,7 +170,7 @@ def stack(values, axis=0):
     item_shape = shape(values[0])
     if builtins.any(shape(v) != item_shape for v in values):
         raise ShapeError(f"stack: values of different shapes {[shape(v) for v in values]} "
-                         f"(at {where_text(user_source_line())}); stack needs values of one shape")
+                         f"(at {where_text(user_source())}); stack needs values of one shape")
     if not builtins.any(isinstance(v, Tracer) for v in values):
         return np.stack(values, axis)
     out_shape = (len(values),) + tuple(item_shape)
@@ -194,7 +194,7 @@ def matmul(x, y):
     x_shape, y_shape = shape(x), shape(y)
     if not (1 <= len(x_shape) <= 2 and 1 <= len(y_shape) <= 2):
         raise ShapeError(f"matmul: supports 1-d and 2-d operands, got shapes {x_shape} and {y_shape} "
-                         f"(at {where_text(user_source_line())})")
+                         f"(at {where_text(user_source())})")
     x2 = reshape(x, (1, x_shape[0])) if len(x_shape) == 1 else x
     y2 = reshape(y, (y_shape[0], 1)) if len(y_shape) == 1 else y
     out = bind(prims.matmul_p, x2, y2)
@@ -227,7 +227,7 @@ def getitem(x, index):
 def expand_ellipsis(index: tuple, rank: int) -> tuple:
     used = builtins.sum(1 for item in index if item is not None and item is not Ellipsis)
     if index.count(Ellipsis) > 1:
-        raise IndexingError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source_line())})")
+        raise IndexingError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source())})")
     if Ellipsis in index:
         at = index.index(Ellipsis)
         return index[:at] + (slice(None),) * (rank - used) + index[at + 1:]
@@ -238,7 +238,7 @@ def basic_index(x, index):
     in_shape = shape(x)
     index = expand_ellipsis(index, len(in_shape))
     if builtins.sum(1 for item in index if item is not None) > len(in_shape):
-        raise IndexingError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source_line())})")
+        raise IndexingError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source())})")
     triples, out_shape, axis = [], [], 0
     for item in index:
         if item is None:
@@ -252,10 +252,10 @@ def basic_index(x, index):
         elif isinstance(item, (int, np.integer)):
             if not -n <= item < n:
                 raise IndexingError(f"index {item} is out of bounds for axis {axis} of size {n} "
-                                 f"(at {where_text(user_source_line())})")
+                                 f"(at {where_text(user_source())})")
             triples.append((int(item) % n, int(item) % n + 1, 1))
         else:
-            raise IndexingError(f"tracegrad cannot index with {item!r} (at {where_text(user_source_line())})")
+            raise IndexingError(f"tracegrad cannot index with {item!r} (at {where_text(user_source())})")
         axis += 1
     if builtins.any(t != (0, n, 1) for t, n in zip(triples, in_shape)):
         x = bind(prims.slice_p, x, index=tuple(triples))
@@ -270,10 +270,10 @@ def gather(x, index):
     arrays = [np.asarray(item) if isinstance(item, list) else item for item in index[:k]]
     if k > len(in_shape) or not builtins.all(isinstance(a, (Tracer, np.ndarray, int, np.integer)) for a in arrays):
         raise IndexingError(f"tracegrad supports integer-array indexing only on the leading axes, "
-                         f"followed by ':' (got {index!r} at {where_text(user_source_line())})")
+                         f"followed by ':' (got {index!r} at {where_text(user_source())})")
     for a in arrays:
         if isinstance(a, (Tracer, np.ndarray)) and a.dtype.kind not in "iu":
-            raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source_line())}); "
+            raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source())}); "
                              "for a boolean mask use tnp.where(mask, x, 0.0)")
     indices = [as_index(a) for a in arrays]
     for axis, index in enumerate(indices):
@@ -295,7 +295,7 @@ def check_in_bounds(index: np.ndarray, size: int, axis: int) -> None:
     outside = index[(index < -size) | (index >= size)]
     if outside.size:
         raise IndexingError(f"index {outside.flat[0]} is out of bounds for axis {axis} of size {size} "
-                            f"(at {where_text(user_source_line())})")
+                            f"(at {where_text(user_source())})")
 
 
 # -- NumPy's dispatch protocols ----------------------------------------------------------
@@ -318,7 +318,7 @@ FUNCTIONS = {
 
 def unsupported(name: str) -> UnsupportedNumpyFunctionError:
     return UnsupportedNumpyFunctionError(
-        f"NumPy's {name} is not supported on traced values (at {where_text(user_source_line())}). "
+        f"NumPy's {name} is not supported on traced values (at {where_text(user_source())}). "
         f"tracegrad.numpy supports: {', '.join(sorted(f.__name__ for f in FUNCTIONS))}, and the ufuncs "
         f"{', '.join(sorted(u.__name__ for u in UFUNCS))}.")
 

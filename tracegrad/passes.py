@@ -44,34 +44,26 @@ def select_outputs(closed: ClosedProgram, indices) -> ClosedProgram:
 
 
 class Rewriter:
-    """Rebuilds a program op by op: a Var may be replaced by another atom, an op by new ops.
-
-    Adjoint ops keep pointing at (the rewritten form of) the forward op they differentiate.
-    """
+    """Rebuilds a program op by op: a Var may be replaced by another atom, an op by new ops, which
+    keep its source and adjoint_of."""
 
     def __init__(self, closed: ClosedProgram):
         self.closed = closed
         self.replaced: dict[Var, Atom] = {}
         self.ops: list[Op] = []
-        self.new_op: dict[int, Op] = {}  # id of an old op -> the op it became
 
     def inputs(self, op: Op) -> tuple[Atom, ...]:
         replaced = self.replaced
         return tuple([replaced.get(x, x) if type(x) is Var else x for x in op.inputs])
 
-    def adjoint_of(self, old: Op) -> Op | None:
-        return self.new_op.get(id(old.adjoint_of), old.adjoint_of)
-
     def keep(self, old: Op, primitive: Primitive, inputs: tuple, params=None) -> None:
         params = old.params if params is None else params
-        new = Op(primitive, inputs, old.out, params, old.source, self.adjoint_of(old))
-        self.new_op[id(old)] = new
-        self.ops.append(new)
+        self.ops.append(Op(primitive, inputs, old.out, params, old.source, old.adjoint_of))
 
     def add(self, old: Op, primitive: Primitive, inputs: tuple) -> Var:
-        """A new op before `old`'s own, with its source line."""
+        """A new op before `old`'s own, with its source."""
         out = Var(abstract_eval_rules[primitive](*(x.aval for x in inputs)))
-        self.ops.append(Op(primitive, inputs, out, (), old.source, self.adjoint_of(old)))
+        self.ops.append(Op(primitive, inputs, out, (), old.source, old.adjoint_of))
         return out
 
     def program(self) -> ClosedProgram:
@@ -143,16 +135,15 @@ REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient}
 def eliminate_common_subexpressions(closed: ClosedProgram) -> ClosedProgram:
     """Compute each (primitive, inputs, params) once: later copies reuse the first result."""
     rewriter = Rewriter(closed)
-    first: dict[tuple, Op] = {}
+    first: dict[tuple, Var] = {}  # the output of the first op of each key
     for op in closed.program.ops:
         inputs = rewriter.inputs(op)
         key = (op.primitive, tuple(atom_key(x) for x in inputs), op.params)
         if key in first:
-            rewriter.replaced[op.out] = first[key].out
-            rewriter.new_op[id(op)] = first[key]
+            rewriter.replaced[op.out] = first[key]
             continue
         rewriter.keep(op, op.primitive, inputs)
-        first[key] = rewriter.ops[-1]
+        first[key] = op.out
     return rewriter.program()
 
 

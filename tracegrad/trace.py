@@ -14,10 +14,10 @@ from . import errors
 from .core import (INT64_MAX, INT64_MIN, Interpreter, Tracer, abstract_eval_rules,
                    as_traceable_array, bind, current_interpreter, dtype_name, impl_rules, integer_overflow,
                    set_interpreter)
-from .ir import Aval, ClosedProgram, Literal, Op, Primitive, Program, SourceLine, Var
+from .ir import Aval, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p
-from .source_info import user_source_line, where_text
+from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
 
 
 class StagingTracer(Tracer):
@@ -43,8 +43,6 @@ class StagingInterpreter(Interpreter):
         self.const_of: dict[int, Var] = {}  # id(value) -> its constvar
         self.captured: list = []
         self.scalar_broadcasts: dict[Var, Literal] = {}  # the outputs of `broadcast_to` of a literal
-        self.source: SourceLine | None = None  # set while replaying a program, to keep its lines
-        self.adjoint_of: Op | None = None
         self.active = True
 
     def new_input(self, aval: Aval) -> StagingTracer:
@@ -68,7 +66,7 @@ class StagingInterpreter(Interpreter):
             # a copy: closed-over arrays are constants, fixed when the function is traced
             return self.constvar(value, Aval(array.shape, dtype_name(array.dtype)), stored=array.copy())
         raise TypeError(f"tracegrad cannot trace a value of type {type(value).__name__} "
-                        f"(at {where_text(user_source_line())}); use floats, ints and NumPy arrays")
+                        f"(at {where_text(user_source())}); use floats, ints and NumPy arrays")
 
     def constvar(self, value, aval: Aval, stored=None) -> Var:
         """The Var of a value captured by this trace; `stored` (default: the value) is what the program keeps."""
@@ -99,7 +97,7 @@ class StagingInterpreter(Interpreter):
         try:
             aval = abstract_eval_rules[primitive](*(x.aval for x in inputs), **params)
         except errors.ShapeError as error:
-            raise errors.ShapeError(f"{error} (at {where_text(self.source or user_source_line())})") from None
+            raise errors.ShapeError(f"{error} (at {where_text(current_source())})") from None
         if aval.shape == () and all(isinstance(x, Literal) for x in inputs):
             return fold(primitive, inputs, params)
         if primitive.elementwise and any(x in self.scalar_broadcasts for x in inputs):
@@ -121,21 +119,10 @@ class StagingInterpreter(Interpreter):
 
     def add_op(self, primitive: Primitive, inputs, aval: Aval, params: dict) -> StagingTracer:
         out = Var(aval)
-        source = self.source or user_source_line()
-        self.ops.append(Op(primitive, tuple(inputs), out, tuple(params.items()), source, self.adjoint_of))
+        self.ops.append(Op(primitive, tuple(inputs), out, tuple(params.items()), current_source(), current_adjoint_of()))
         if primitive is broadcast_to_p and isinstance(inputs[0], Literal):
             self.scalar_broadcasts[out] = inputs[0]
         return StagingTracer(out, self)
-
-    @contextlib.contextmanager
-    def annotations(self, source: SourceLine | None, adjoint_of: Op | None):
-        """Ops bound inside keep `source` and `adjoint_of` instead of the running line."""
-        saved = self.source, self.adjoint_of
-        self.source, self.adjoint_of = source, adjoint_of
-        try:
-            yield
-        finally:
-            self.source, self.adjoint_of = saved
 
 
 def fold(primitive: Primitive, inputs: list[Literal], params: dict):
@@ -148,13 +135,8 @@ def fold(primitive: Primitive, inputs: list[Literal], params: dict):
 def check_alive(tracer: Tracer) -> None:
     if not tracer.interpreter.active:
         raise errors.LeakedTracerError(
-            f"a traced value {tracer.aval} was used after its trace ended (at {where_text(user_source_line())}); "
+            f"a traced value {tracer.aval} was used after its trace ended (at {where_text(user_source())}); "
             "return values from the traced function instead of storing them in globals")
-
-
-def current_staging() -> StagingInterpreter | None:
-    interpreter = current_interpreter()
-    return interpreter if isinstance(interpreter, StagingInterpreter) else None
 
 
 @contextlib.contextmanager
@@ -176,27 +158,17 @@ def trace_flat(fun, in_avals) -> ClosedProgram:
     return eliminate_dead_code(ClosedProgram(program, tuple(interpreter.consts)))
 
 
-def replay(program: Program, consts, args) -> tuple[dict, dict]:
-    """Bind every op of `program` again, on `args`, in the current trace (or with NumPy).
+def replay(program: Program, consts, args) -> dict:
+    """Bind every op of `program` again, on `args`, in the current interpreter; the value of every Var.
 
-    Returns the new value of every Var and the new op of every op; the new ops keep the
-    old ones' source lines.
+    Ops staged again keep the source (and adjoint_of) of those they replay.
     """
     env = dict(zip(program.constvars, consts))
     env.update(zip(program.inputs, args))
-    new_op: dict[Op, Op] = {}
-    interpreter = current_staging()
-    if interpreter is None:
-        for op in program.ops:
+    for op in program.ops:
+        with annotate(op.source, op.adjoint_of):
             env[op.out] = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
-        return env, new_op
-    with interpreter.annotations(None, None):
-        for op in program.ops:
-            interpreter.source, interpreter.adjoint_of = op.source, new_op.get(op.adjoint_of, op.adjoint_of)
-            env[op.out] = out = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
-            if isinstance(out, StagingTracer) and interpreter.ops and interpreter.ops[-1].out is out.var:
-                new_op[op] = interpreter.ops[-1]
-    return env, new_op
+    return env
 
 
 def read(env: dict, atom):
@@ -205,5 +177,5 @@ def read(env: dict, atom):
 
 def inline(closed: ClosedProgram, args) -> list:
     """The outputs of `closed` applied to `args`: staged in the current trace, or computed."""
-    env, _ = replay(closed.program, closed.consts, args)
+    env = replay(closed.program, closed.consts, args)
     return [read(env, x) for x in closed.program.outputs]

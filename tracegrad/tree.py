@@ -7,7 +7,7 @@ import attrs
 import numpy as np
 
 from .errors import TreeStructureError
-from .source_info import user_source_line, where_text
+from .source_info import user_source, where_text
 
 LEAF = None  # the structure of a leaf
 
@@ -100,7 +100,7 @@ def tree_map(f: Callable, tree, *rest) -> Any:
     for _, other_def in others:
         if other_def != treedef:
             raise TreeStructureError(f"tree_map: pytree structures differ: {treedef} and {other_def} "
-                                     f"(at {where_text(user_source_line())}); map over trees of one structure")
+                                     f"(at {where_text(user_source())}); map over trees of one structure")
     return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *(o[0] for o in others))])
 
 
