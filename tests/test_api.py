@@ -131,12 +131,34 @@ def test_grad_inside_jit_matches_grad_outside(python_backend):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+def test_grad_inside_jit_is_staged_into_jits_program(python_backend):
+    """By interpretation: the gradient's ops join jit's trace; it is never traced alone, nor compiled."""
+    gradient = tg.grad(lambda p, x, y: squared_error(p, x, y))  # a function of its own: a cache of its own
+    params = init_mlp([3, 4, 1])
+    compiles = tg.cache_info()["compiles"]
+    lowered = tg.jit(lambda p: gradient(p, XS, YS)).lower(params)
+    assert not gradient.cache and tg.cache_info()["compiles"] == compiles
+    forward = [op.primitive.name for op in lowered.ir.ops if op.adjoint_of is None]
+    assert forward.count("tanh") == 2 and {op.adjoint_of for op in lowered.ir.ops} >= {"tanh", "matmul", "pow"}
+
+
 def test_closure_over_an_enclosing_traced_value(python_backend):
+    inner_grads = []
+
     def outer(x):
-        return tg.grad(lambda y: x * y * y)(3.0)  # d/dy x y^2 = 2 x y
+        inner_grads.append(tg.grad(lambda y: x * y * y))
+        return inner_grads[-1](3.0)  # d/dy x y^2 = 2 x y
 
     assert tg.jit(outer)(2.0) == pytest.approx(12.0)
     assert tg.grad(outer)(2.0) == pytest.approx(6.0)
+    # x is a constant to the inner gradient: 2 x y, staged into outer's program as (x * 3) + (3 * x)
+    assert str(tg.make_ir(outer)(2.0)) == """\
+{ lambda a:f64[] . let
+    b:f64[] = mul a 3.0
+    c:f64[] = mul 3.0 a
+    d:f64[] = add b c
+  in ( d ) }"""
+    assert not any(inner.cache for inner in inner_grads)  # nothing traced alone, nothing compiled
 
 
 def test_value_and_grad_with_aux_and_argnums(python_backend):

@@ -37,12 +37,6 @@ def eliminate_dead_code(closed: ClosedProgram) -> ClosedProgram:
     return ClosedProgram(program, tuple(c for _, c in constants))
 
 
-def select_outputs(closed: ClosedProgram, indices) -> ClosedProgram:
-    """Keep only the outputs at `indices`, and what they need."""
-    outputs = tuple(closed.program.outputs[i] for i in indices)
-    return eliminate_dead_code(ClosedProgram(attrs.evolve(closed.program, outputs=outputs), closed.consts))
-
-
 class Rewriter:
     """Rebuilds a program op by op: a Var may be replaced by another atom, an op by new ops, which
     keep its source and adjoint_of."""

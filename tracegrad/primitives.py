@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import Tracer, abstract_eval_rules, bind, impl_rules, vjp_rules
+from .core import abstract_eval_rules, bind, impl_rules, vjp_rules
 from .errors import ShapeError
 from .ir import DTYPES, Aval, Neutral, Primitive
 
@@ -88,14 +88,11 @@ vjp_rules[div_p] = lambda g, out, x, y: (g / y, -g * out / y)
 def pow_vjp(g, out, x, y):
     # d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
     # x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
-    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. A concrete
-    # operand (a literal, a constant array) has no cotangent, and a where on it is computed now, so
-    # the adjoint of `x ** 2.5` is still two ops (pow, mul): no compare and no where
-    x_cotangent = y_cotangent = None
-    if isinstance(x, Tracer):
-        x_cotangent = g * y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
-    if isinstance(y, Tracer):
-        y_cotangent = g * bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
+    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. For a
+    # literal exponent the compare and the where are folded while tracing, so the adjoint of
+    # `x ** 2.5` is two ops (pow, mul); the cotangent of an operand that needs none is dead code
+    x_cotangent = g * y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
+    y_cotangent = g * bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
     return x_cotangent, y_cotangent
 
 

@@ -11,13 +11,12 @@ import contextlib
 import numpy as np
 
 from . import errors
-from .core import (INT64_MAX, INT64_MIN, Interpreter, Tracer, abstract_eval_rules,
-                   as_traceable_array, bind, current_interpreter, dtype_name, impl_rules, integer_overflow,
-                   set_interpreter)
+from .core import (INT64_MAX, INT64_MIN, Interpreter, Tracer, abstract_eval_rules, as_traceable_array,
+                   dtype_name, impl_rules, integer_overflow, set_interpreter)
 from .ir import Aval, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p
-from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
+from .source_info import current_adjoint_of, current_source, user_source, where_text
 
 
 class StagingTracer(Tracer):
@@ -156,26 +155,3 @@ def trace_flat(fun, in_avals) -> ClosedProgram:
         outputs = [interpreter.atom(leaf) for leaf in fun(*args)]
     program = Program(tuple(interpreter.constvars), tuple(interpreter.inputs), tuple(interpreter.ops), tuple(outputs))
     return eliminate_dead_code(ClosedProgram(program, tuple(interpreter.consts)))
-
-
-def replay(program: Program, consts, args) -> dict:
-    """Bind every op of `program` again, on `args`, in the current interpreter; the value of every Var.
-
-    Ops staged again keep the source (and adjoint_of) of those they replay.
-    """
-    env = dict(zip(program.constvars, consts))
-    env.update(zip(program.inputs, args))
-    for op in program.ops:
-        with annotate(op.source, op.adjoint_of):
-            env[op.out] = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
-    return env
-
-
-def read(env: dict, atom):
-    return atom.value if isinstance(atom, Literal) else env[atom]
-
-
-def inline(closed: ClosedProgram, args) -> list:
-    """The outputs of `closed` applied to `args`: staged in the current trace, or computed."""
-    env = replay(closed.program, closed.consts, args)
-    return [read(env, x) for x in closed.program.outputs]
