@@ -1,4 +1,5 @@
 """The public API on the seeds' workloads: the values the issue says must hold, caching, nesting."""
+import collections
 import inspect
 import linecache
 
@@ -300,3 +301,20 @@ def test_the_gradient_of_a_0d_array_is_a_0d_array(backend):
     assert gx == pytest.approx(3.0 * np.cos(2.0), rel=1e-14) and gy == pytest.approx(np.sin(2.0), rel=1e-14)
     value, grad = tg.value_and_grad(f)(np.array(2.0), 3.0)
     assert type(value) is float and type(grad) is np.ndarray and grad.shape == ()
+
+
+def test_the_fast_lane_builds_the_results_tree():
+    Pair = collections.namedtuple("Pair", "first second")
+
+    def nested(x, y):
+        return {"sum": x + y, "pair": Pair(x * 2.0, [y, (x,)])}
+
+    jitted = tg.jit(nested)  # numba: the fast lane writes the tree's expression into its own code
+    x, y = np.ones(3), 2.0
+    for _ in range(2):  # the second call takes the fast lane
+        result = jitted(x, y)
+        assert type(result["pair"]) is Pair and type(result["pair"].second) is list
+        np.testing.assert_array_equal(result["sum"], x + y)
+        np.testing.assert_array_equal(result["pair"].first, x * 2.0)
+        assert result["pair"].second[0] == 2.0 and type(result["pair"].second[1]) is tuple
+    assert jitted.lower(x, y).compiled.finish_expression is not None

@@ -28,7 +28,7 @@ from .ir import Aval, ClosedProgram, Program
 from .passes import optimize
 from .source_info import user_source, where_text
 from .warn import warn
-from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
+from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflatten_expression, unflattener
 
 trace_count = 0  # how many times a user function was traced; the tests count them
 
@@ -262,8 +262,11 @@ class Compiled:
         if checked_outputs:  # the last outputs are computed for debug_nans to check, not returned
             self.unflatten = without_last(checked_outputs, self.unflatten)
         self.lock = concurrency.new_lock()
+        self.finish_expression = None  # the fast lane's expression of the results from numba's tuple `outputs`
         if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
+            if not array_outputs and not checked_outputs:
+                self.finish_expression = unflatten_expression(result_tree, "outputs")
 
     @property
     def ir(self) -> Program:
@@ -417,9 +420,13 @@ class Transformed:
     def build(self, signature: Signature) -> Compiled:
         """The transformation staged into a program for this signature, compiled on first use."""
         run = self.transform(signature)
-        results = []
-        closed = trace.trace_flat(lambda *leaves: results.append(run(*leaves)) or results[0].leaves,
-                                  [leaf_aval(x) for x in signature.leaves])
+        results: list[FlatResult] = []
+
+        def staged(*leaves) -> list:
+            results.append(run(*leaves))
+            return results[0].leaves
+
+        closed = trace.trace_flat(staged, [leaf_aval(x) for x in signature.leaves])
         result = results[0]
         return Compiled(closed, result.tree, self.name, self.settings, result.array_outputs, result.checked)
 

@@ -32,7 +32,7 @@ class StagingTracer(Tracer):
 
 
 class StagingInterpreter(Interpreter):
-    """The staging context of one trace: it appends one Op per primitive applied to its tracers."""
+    """The staging context of one trace: it appends one Op per primitive applied (see `interpret_op`)."""
 
     def __init__(self):
         self.inputs: list[Var] = []
@@ -42,7 +42,6 @@ class StagingInterpreter(Interpreter):
         self.const_of: dict[int, Var] = {}  # id(value) -> its constvar
         self.captured: list = []
         self.scalar_broadcasts: dict[Var, Literal] = {}  # the outputs of `broadcast_to` of a literal
-        self.active = True
 
     def new_input(self, aval: Aval) -> StagingTracer:
         var = Var(aval)

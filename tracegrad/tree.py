@@ -106,12 +106,30 @@ def tree_map(f: Callable, tree, *rest) -> Any:
 
 def unflattener(treedef: TreeDef) -> Callable[[tuple], Any]:
     """A fast `leaves -> pytree` for one structure, generated as a Python expression."""
+    if treedef.structure is LEAF:
+        return lambda leaves: leaves[0]
+    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
+        return tuple  # compiled code already returns a tuple
+    found = unflatten_expression(treedef, "leaves")
+    if found is not None:
+        text, namespace = found
+        return eval(f"lambda leaves: {text}", namespace)
+    return lambda leaves: tree_unflatten(treedef, leaves)
+
+
+def unflatten_expression(treedef: TreeDef, leaves: str) -> tuple[str, dict] | None:
+    """A Python expression building the pytree of `treedef` from the tuple named `leaves`, and the
+    names it uses (namedtuple classes); None if a dict key would not read back as itself."""
+    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
+        return leaves, {}
+    if not all(key_text_is_literal(treedef.structure)):
+        return None
     namespace: dict = {}
     counter = iter(range(treedef.num_leaves))
 
     def expression(structure) -> str:
         if structure is LEAF:
-            return f"leaves[{next(counter)}]"
+            return f"{leaves}[{next(counter)}]"
         kind, keys, children = structure
         if kind is type(None):
             return "None"
@@ -125,13 +143,7 @@ def unflattener(treedef: TreeDef) -> Callable[[tuple], Any]:
         namespace[f"kind{len(namespace)}"] = kind
         return f"kind{len(namespace) - 1}(" + ", ".join(parts) + ")"
 
-    if treedef.structure is LEAF:
-        return lambda leaves: leaves[0]
-    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
-        return tuple  # compiled code already returns a tuple
-    if all(key_text_is_literal(treedef.structure)):
-        return eval(f"lambda leaves: {expression(treedef.structure)}", namespace)
-    return lambda leaves: tree_unflatten(treedef, leaves)
+    return expression(treedef.structure), namespace
 
 
 def key_text_is_literal(structure):
