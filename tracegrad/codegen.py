@@ -1,8 +1,11 @@
 """Code generation: Program → readable Python source → a compiled function.
 
-One statement (or one small loop) per op; adjoint code is grouped in blocks, each commented
-with the forward op it differentiates. The source is registered in `linecache` so tracebacks
-and pdb show it. `jit_compile` is the one place that calls numba.
+One statement (or one small loop) per op, written from the op's entry in tracegrad.lowering
+and named as the printed program names it; adjoint code is grouped in blocks, each commented
+with the user's expression it differentiates (`# Grad of: a**0.5`). Under numba, runs of
+elementwise ops become loops, large transcendentals NumPy's SIMD calls, float products
+tracegrad.gemm's kernels, and long scalar programs a tape (tracegrad.tape). The source is
+registered in `linecache` so tracebacks and pdb show it.
 """
 from __future__ import annotations
 
