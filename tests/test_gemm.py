@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from tracegrad import codegen, gemm
+from tracegrad import gemm, numba_jit
 
 rng = np.random.default_rng(0)
 
@@ -44,7 +44,7 @@ def test_matmul_into_fills_the_given_array():
 
 
 def test_the_blas_fallback_matches_numpy_for_every_layout():  # what hosts without AVX-512 run
-    matmul, matmul_into = (codegen.jit_compile(f) for f in (gemm.blas_matmul, gemm.blas_matmul_into))
+    matmul, matmul_into = (numba_jit.jit_compile(f) for f in (gemm.blas_matmul, gemm.blas_matmul_into))
     for a, b in layouts(13, 5, 17):
         np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-12)
         out = np.empty((13, 17))

@@ -28,6 +28,15 @@ def test_dot_shows_every_value_with_data_and_gradient():
     assert "a -> op0;" in dot and "op2 -> e;" in dot
 
 
+def test_the_inputs_gradients_are_tg_grads():
+    def f(a, b, c):  # pow on either side, sin, division
+        return -a**3 + tnp.sin(3 * b) - 1.0 / c + b**2.5 - a**0.5
+
+    records = dict(re.findall(r'  (\w+) \[shape=record, label="\{ (.*?) \}"\];', tg.to_dot(f)(2.0, 3.0, 4.0)))
+    for name, gradient in zip("abc", tg.grad(f, argnums=(0, 1, 2))(2.0, 3.0, 4.0)):
+        assert records[name].endswith(f"grad {gradient:.4f}")
+
+
 def test_dot_of_arrays_and_a_vector_output():
     dot = tg.to_dot(lambda x, w: tnp.tanh(x @ w))(np.ones((2, 3)), np.full((3, 1), 0.1))
     assert "a: f64[2,3] | data mean 1.0000 }" in dot  # no gradients for a vector output

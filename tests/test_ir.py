@@ -1,10 +1,14 @@
 """Golden tests: the printed IR and the generated source, so a diff shows what changed."""
+import ast
+
 import numpy as np
 import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
-from tracegrad.ir import Aval, IRTypeError, Literal, Op, Program, Var, variable_names
+from tracegrad import passes
+from tracegrad.ir import Aval, IRTypeError, Literal, Namer, Op, Program, Var, variable_names
+from tracegrad.primitives import add_p, exp_p
 
 
 def f(a, b, c):
@@ -46,24 +50,24 @@ GRAD_F_IR = """\
   in ( p m j ) }"""
 
 GRAD_F_SOURCE = """\
-def grad(a, b, c):
+def grad_f(a, b, c):
     # test_ir.py:{line}
     d = 3.0 * b
     e = 1.0 / c
-    # adjoint of a ** 0.5  (test_ir.py:{line})
+    # Grad of: a**0.5  (pow, test_ir.py:{line})
     f = a ** (-0.5)
     g = (-0.5) * f
-    # adjoint of b ** 2.5  (test_ir.py:{line})
+    # Grad of: b**2.5  (pow, test_ir.py:{line})
     h = b ** 1.5
     i = 2.5 * h
-    # adjoint of e = 1.0 / c  (test_ir.py:{line})
+    # Grad of: 1.0 / c  (div, test_ir.py:{line})
     j = e / c
-    # adjoint of np.sin(d)  (test_ir.py:{line})
+    # Grad of: tnp.sin(3 * b)  (sin, test_ir.py:{line})
     k = np.cos(d)
-    # adjoint of d = 3.0 * b  (test_ir.py:{line})
+    # Grad of: 3 * b  (mul, test_ir.py:{line})
     l = k * 3.0
     m = i + l
-    # adjoint of a ** 3.0  (test_ir.py:{line})
+    # Grad of: a**3  (pow, test_ir.py:{line})
     n = a * a
     o = (-3.0) * n
     p = g + o
@@ -113,18 +117,28 @@ def test_typecheck_rejects_broken_programs():
     x = Var(Aval((3,)))
     out = Var(Aval((4,)))  # wrong shape for an elementwise op on f64[3]
     with pytest.raises(IRTypeError, match="rule gives"):
-        tg.typecheck(Program((), (x,), (Op("exp", (x,), out),), (out,)))
+        tg.typecheck(Program((), (x,), (Op(exp_p, (x,), out),), (out,)))
     undefined = Var(Aval((3,)))
     y = Var(Aval((3,)))
     with pytest.raises(IRTypeError, match="before it is defined"):
-        tg.typecheck(Program((), (x,), (Op("add", (x, undefined), y),), (y,)))
+        tg.typecheck(Program((), (x,), (Op(add_p, (x, undefined), y),), (y,)))
 
 
 def test_every_pass_output_typechecks():
-    program = tg.make_ir(f)(2.0, 3.0, 4.0)
-    tg.typecheck(program)
-    tg.typecheck(tg.make_ir(tg.grad(f, argnums=(0, 1, 2)))(2.0, 3.0, 4.0))
-    tg.typecheck(tg.make_ir(tg.grad(tg.grad(f)))(2.0, 3.0, 4.0))
+    def mlp_loss(w, x):
+        return tnp.mean((tnp.tanh(x @ w) - 1.0) ** 2) + tnp.sum(w * w) * 1e-4
+
+    traced = [tg.jit(f).lower(2.0, 3.0, 4.0), tg.grad(f, argnums=(0, 1, 2)).lower(2.0, 3.0, 4.0),
+              tg.grad(tg.grad(f)).lower(2.0, 3.0, 4.0), tg.value_and_grad(mlp_loss).lower(np.ones((3, 2)), np.ones((4, 3)))]
+    for lowered in traced:
+        tg.typecheck(lowered.ir)
+        program = lowered.compiled.traced
+        for each_pass in (passes.simplify, passes.eliminate_common_subexpressions, passes.eliminate_dead_code,
+                          passes.schedule_for_fusion):
+            program = each_pass(program)
+            tg.typecheck(program.program)
+        tg.typecheck(passes.optimize(lowered.compiled.traced).program)
+        tg.typecheck(lowered.optimized_ir)
 
 
 def test_numba_source_fuses_elementwise_runs_into_one_loop():
@@ -134,18 +148,18 @@ def test_numba_source_fuses_elementwise_runs_into_one_loop():
     line = layer.__code__.co_firstlineno + 1
     source = tg.jit(layer).lower(np.ones((2, 3)), np.ones((3, 4)), np.ones(4)).source
     assert source == f"""\
-def layer(a, b, c):
+def jit_layer(a, b, c):
     # test_ir.py:{line}
     d = tg_matmul(a, b)
-    e = np.empty((2, 4), np.float64)
+    g = np.empty((2, 4), np.float64)
     for _i0 in range(2):
         for _i1 in range(4):
             # test_ir.py:{line}
-            _f = d[_i0, _i1] + c[_i1]
-            _g = np.tanh(_f)
-            _e = _g * 2.0
-            e[_i0, _i1] = _e
-    return (e, )
+            _e = d[_i0, _i1] + c[_i1]
+            _f = np.tanh(_e)
+            _g = _f * 2.0
+            g[_i0, _i1] = _g
+    return (g, )
 """
     x, w, b = np.arange(6.0).reshape(2, 3) / 10, np.ones((3, 4)) / 3, np.linspace(-1, 1, 4)
     np.testing.assert_allclose(tg.jit(layer)(x, w, b), np.tanh(x @ w + b) * 2.0, rtol=1e-14)
@@ -160,7 +174,7 @@ def test_large_arrays_take_numpys_simd_tanh_in_place_when_the_input_dies():
     x, w = np.linspace(-1, 1, 32 * 16).reshape(32, 16), np.linspace(-1, 1, 16 * 32).reshape(16, 32)
     source = tg.jit(layer).lower(x, w).source
     assert source == f"""\
-def layer(a, b):
+def jit_layer(a, b):
     # test_ir.py:{line + 1}
     c = tg_matmul(a, b)
     d = np.empty((32, 32), np.float64)
@@ -203,7 +217,7 @@ def test_parallel_runs_long_elementwise_loops_over_cores_and_agrees():
     assert "numba.prange" not in serial.lower(x, y).source
     source = parallel.lower(x, y).source
     assert "for _i0 in numba.prange(256):" in source
-    assert "= affine_loop0(a, b)" in source  # a function of its own: the rest stays serial
+    assert "= jit_affine_loop0(a, b)" in source  # a function of its own: the rest stays serial
     for by_threads, by_one in zip(parallel(x, y), serial(x, y)):
         np.testing.assert_allclose(by_threads, by_one, rtol=1e-13)  # sums may add in another order
     assert source.count("numba.prange") == 1
@@ -218,15 +232,15 @@ def test_a_sum_of_a_fused_value_is_an_accumulator_in_its_loop():
     x = np.linspace(-1, 1, 6).reshape(2, 3)
     source = tg.jit(energy).lower(x).source
     assert source == f"""\
-def energy(a):
-    b = 0.0
+def jit_energy(a):
+    c = 0.0
     for _i0 in range(2):
         for _i1 in range(3):
             # test_ir.py:{line}
-            _c = a[_i0, _i1] * a[_i0, _i1]
-            b += _c
+            _b = a[_i0, _i1] * a[_i0, _i1]
+            c += _b
     # test_ir.py:{line}
-    d = b * 0.5
+    d = c * 0.5
     return (d, )
 """
     assert tg.jit(energy)(x) == pytest.approx(0.5 * np.sum(x * x), rel=1e-15)
@@ -242,20 +256,34 @@ def test_long_scalar_programs_are_written_as_a_tape(monkeypatch):
 
     lowered = tg.jit(f).lower(0.5, 0.25)
     source = lowered.source
-    assert source.startswith("import base64\nimport zlib\n\nRUN_IN_PYTHON = ('f',)")
-    assert "def f_run_tape(tape, values):" in source and "        elif code == " in source
-    assert source[source.index("def f("):] == """\
-def f(a, b):
-    # 4 scalar ops, run from a tape by f_run_tape: compiled one statement
+    assert source.startswith("import base64\nimport zlib\n\nRUN_IN_PYTHON = ('jit_f',)")
+    # one opcode per primitive of the program, each written from its element template in tracegrad.lowering
+    assert source[source.index("def jit_f_run_tape("):] == """\
+def jit_f_run_tape(tape, values):
+    for k in range(tape.shape[0]):
+        code, out = tape[k, 0], tape[k, 1]
+        x, y, z = values[tape[k, 2]], values[tape[k, 3]], values[tape[k, 4]]
+        if code == 0:  # gt
+            values[out] = x > y
+        elif code == 1:  # mul
+            values[out] = x * y
+        elif code == 2:  # tanh
+            values[out] = np.tanh(x)
+        elif code == 3:  # where
+            values[out] = y if x else z
+
+
+def jit_f(a, b):
+    # 4 scalar ops, run from a tape by jit_f_run_tape: compiled one statement
     # each, they would take numba minutes. The tape, row by row:
     #   c = a > b
     #   d = np.tanh(a)
     #   e = d * 2.0
     #   f = e if c else b
-    values = f_START.copy()
+    values = jit_f_START.copy()
     values[0] = a
     values[1] = b
-    f_run_tape(f_TAPE, values)
+    jit_f_run_tape(jit_f_TAPE, values)
     return (float(values[6]), )
 """
     assert lowered(0.5, 0.25) == pytest.approx(2.0 * np.tanh(0.5), rel=1e-15)
@@ -272,7 +300,148 @@ def test_the_tape_keeps_bool_and_literal_outputs(monkeypatch):
         return y > 0.5, y, 3.0
 
     lowered = tg.jit(f).lower(0.5, True)
-    assert "f_run_tape(f_TAPE, values)" in lowered.source
+    assert "jit_f_run_tape(jit_f_TAPE, values)" in lowered.source
     assert lowered(0.5, True) == (True, 1.0, 3.0)
     assert lowered(0.5, False) == (False, -0.5, 3.0)
     assert type(lowered(0.5, True)[0]) is bool
+
+
+# -- the source speaks the IR's language ----------------------------------------------------
+
+
+def mlp_loss(params, x, y):
+    return tnp.mean((tnp.tanh(x @ params["W"] + params["b"]) - y) ** 2)
+
+
+def mlp_step(params, x, y):  # the README's seed step
+    grads = tg.grad(mlp_loss)(params, x, y)
+    return tg.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+
+
+LOSS_LINE = mlp_loss.__code__.co_firstlineno + 1
+UPDATE_LINE = mlp_step.__code__.co_firstlineno + 2
+
+
+def defined_names(source: str) -> set[str]:
+    """The names the source assigns or takes as parameters, each as the Var it stands for: `_f` (an
+    element in a loop) and `m_0_in` (a helper of m's code) are f and m; loop indices are left out."""
+    tree = ast.parse(source)
+    loop_indices = {node.target.id for node in ast.walk(tree) if isinstance(node, ast.For)}
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+    names |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    return {name.lstrip("_").split("_")[0] for name in names - loop_indices - {"_workspace"}}
+
+
+def program_names(program) -> set[str]:
+    return set(Namer.of(program).names.values())
+
+
+MLP_STEP_IR = """\
+{ lambda a:f64[3,1] b:f64[1] c:f64[4,3] d:f64[4,1] . let
+    e:f64[4,1] = matmul c a
+    f:f64[4,1] = add e b
+    g:f64[4,1] = tanh f
+    h:f64[4,1] = sub g d
+    i:f64[4,1] = mul 0.5 h
+    j:f64[4,1] = mul g g
+    k:f64[4,1] = sub 1.0 j
+    l:f64[4,1] = mul i k
+    m:f64[1] = reduce_sum[axes=(0,)] l
+    n:f64[3,4] = transpose[perm=(1,0)] c
+    o:f64[3,1] = matmul n l
+    p:f64[3,1] = mul 0.1 o
+    q:f64[3,1] = sub a p
+    r:f64[1] = mul 0.1 m
+    s:f64[1] = sub b r
+  in ( q s ) }"""
+
+MLP_STEP_SOURCE = """\
+def jit_mlp_step(a, b, c, d):
+    # test_ir.py:{loss}
+    e = tg_matmul(c, a)
+    l = np.empty((4, 1), np.float64)
+    for _i0 in range(4):
+        for _i1 in range(1):
+            # test_ir.py:{loss}
+            _f = e[_i0, _i1] + b[_i1]
+            _g = np.tanh(_f)
+            _h = _g - d[_i0, _i1]
+            # Grad of: (tnp.tanh(x @ params["W"] + params["b"]) - y) ** 2  (pow, test_ir.py:{loss})
+            _i = 0.5 * _h
+            # Grad of: tnp.tanh(x @ params["W"] + params["b"])  (tanh, test_ir.py:{loss})
+            _j = _g * _g
+            _k = 1.0 - _j
+            _l = _i * _k
+            l[_i0, _i1] = _l
+    # Grad of: x @ params["W"] + params["b"]  (add, test_ir.py:{loss})
+    m_0_in = np.ascontiguousarray(l).reshape((1, 4, 1))
+    m_0 = np.empty(1, np.float64)
+    for _i0 in range(1):
+        m_0[_i0] = np.sum(m_0_in[_i0, :, 0])
+    m = m_0.reshape((1,))
+    # Grad of: x @ params["W"]  (matmul, test_ir.py:{loss})
+    n = c.T
+    o = tg_matmul(n, l)
+    q = np.empty((3, 1), np.float64)
+    for _i0 in range(3):
+        for _i1 in range(1):
+            # test_ir.py:{update}
+            _p = 0.1 * o[_i0, _i1]
+            _q = a[_i0, _i1] - _p
+            q[_i0, _i1] = _q
+    s = np.empty((1,), np.float64)
+    for _i0 in range(1):
+        # test_ir.py:{update}
+        _r = 0.1 * m[_i0]
+        _s = b[_i0] - _r
+        s[_i0] = _s
+    return (q, s, )
+"""
+
+
+def test_the_seed_mlp_steps_source_and_program_share_every_name():
+    tg.config.backend, saved = "numba", tg.config.backend
+    try:
+        params = {"W": np.zeros((3, 1)), "b": np.zeros(1)}
+        lowered = tg.jit(mlp_step).lower(params, np.ones((4, 3)), np.ones((4, 1)))
+    finally:
+        tg.config.backend = saved
+    assert str(lowered.optimized_ir) == MLP_STEP_IR
+    assert lowered.source == MLP_STEP_SOURCE.format(loss=LOSS_LINE, update=UPDATE_LINE)
+    assert defined_names(lowered.source) == program_names(lowered.optimized_ir)
+
+
+def test_the_exercises_source_and_program_share_every_name():
+    for lowered in (tg.grad(f, argnums=(0, 1, 2)).lower(2.0, 3.0, 4.0), tg.jit(f).lower(2.0, 3.0, 4.0),
+                    tg.value_and_grad(f, argnums=(0, 1, 2)).lower(2.0, 3.0, 4.0)):
+        assert defined_names(lowered.source) == program_names(lowered.optimized_ir)
+    optimized = GRAD_F_IR.replace("n:f64[] = pow a 2.0", "n:f64[] = mul a a")  # the only op the passes change
+    assert str(tg.grad(f, argnums=(0, 1, 2)).lower(2.0, 3.0, 4.0).optimized_ir) == optimized
+
+
+def test_no_local_is_named_like_its_function(monkeypatch):
+    from tracegrad import tape
+
+    monkeypatch.setattr(tape, "TAPE_MIN_OPS", 2)
+
+    def f(x, y):  # its program's sixth value is named f
+        return tnp.where(x > y, tnp.tanh(x) * 2.0, y)
+
+    for lowered in (tg.jit(f).lower(0.5, 0.25), tg.grad(f).lower(0.5, 0.25)):
+        functions = {node.name for node in ast.walk(ast.parse(lowered.source)) if isinstance(node, ast.FunctionDef)}
+        assert "f" in program_names(lowered.optimized_ir) and not functions & program_names(lowered.optimized_ir)
+
+
+def test_each_group_of_ops_is_found_once(monkeypatch):
+    from tracegrad import codegen
+
+    calls = []
+    groups = codegen.SourceWriter.groups
+    monkeypatch.setattr(codegen.SourceWriter, "groups", lambda self, ops: calls.append(len(ops)) or groups(self, ops))
+    tg.config.backend, saved = "numba", tg.config.backend
+    try:
+        params = {"W": np.zeros((3, 1)), "b": np.zeros(1)}
+        tg.jit(mlp_step).lower(params, np.ones((40, 3)), np.ones((40, 1))).source
+    finally:
+        tg.config.backend = saved
+    assert len(calls) == 1

@@ -90,5 +90,5 @@ def test_optimizer_state_goes_through_jit_and_a_schedule_is_traced():
 def test_logsumexp_shift_is_not_differentiated_and_second_order_holds():
     logits, labels = np.array([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]]), np.array([2, 0])
     lowered = tg.grad(nn.softmax_cross_entropy).lower(logits, labels)
-    assert "reduce_max" in str(lowered.ir) and "eq" not in [op.primitive for op in lowered.ir.ops]
+    assert "reduce_max" in str(lowered.ir) and "eq" not in [op.primitive.name for op in lowered.ir.ops]
     tg.check_grads(lambda x: nn.logsumexp(x), (logits,), order=2)

@@ -5,7 +5,9 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
-from tracegrad.primitives import PRIMITIVES, bind
+from tracegrad import lowering
+from tracegrad.core import abstract_eval_rules, bind, impl_rules, vjp_rules
+from tracegrad.primitives import pad_p, scatter_add_p
 
 rng = np.random.default_rng(0)
 normal = lambda *shape: rng.standard_normal(shape)
@@ -67,22 +69,29 @@ ROWS = [
         lambda x: np.transpose(x, (2, 0, 1)) + x.sum(axis=2)[None, :, :], (normal(2, 3, 4),)),
     Row("matmul", lambda x, y: x @ y, np.matmul, (normal(3, 4), normal(4, 2))),
     Row("slice", lambda x: x[1:3, ::-2], lambda x: x[1:3, ::-2], (normal(4, 5),)),
-    Row("pad", lambda x: bind("pad", x, shape=(4, 5), index=((1, 3, 1), (4, -1, -2))),
+    Row("pad", lambda x: bind(pad_p, x, shape=(4, 5), index=((1, 3, 1), (4, -1, -2))),
         lambda x: padded(x, (4, 5), np.s_[1:3, 4::-2]), (normal(2, 3),)),
     Row("gather", lambda x: x[index(0, 2, 1, 2), index(1, 1, 3, 1)], lambda x: x[[0, 2, 1, 2], [1, 1, 3, 1]],
         (normal(3, 4),)),
-    Row("scatter_add", lambda g: bind("scatter_add", g, index(0, 2, 0), shape=(3, 2)),
+    Row("scatter_add", lambda g: bind(scatter_add_p, g, index(0, 2, 0), shape=(3, 2)),
         lambda g: np.array([g[0] + g[2], np.zeros(2), g[1]]), (normal(3, 2),)),
 ]
 
 
 def test_every_primitive_has_a_row():
-    assert sorted(row.primitive for row in ROWS) == sorted(PRIMITIVES)
+    assert sorted(row.primitive for row in ROWS) == sorted(primitive.name for primitive in abstract_eval_rules)
+
+
+def test_every_primitive_has_its_rules_and_a_lowering():
+    for primitive in abstract_eval_rules:
+        assert primitive in impl_rules and (primitive in vjp_rules) == primitive.differentiable, primitive
+        rule = lowering.rule_for(primitive)
+        assert primitive.elementwise == (rule.element is not None), primitive  # fused loops and the tape need it
 
 
 def uses_primitive(row: Row) -> bool:
     program = tg.make_ir(row.fun)(*row.args)
-    return any(op.primitive == row.primitive for op in program.ops)
+    return any(op.primitive.name == row.primitive for op in program.ops)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)

@@ -9,15 +9,15 @@
 """
 from . import errors, nn, optim
 from .api import cache_info, grad, jit, make_ir, value_and_grad, vjp
-from .concurrency import wait_for_compiles
 from .check import check_grads
+from .concurrency import wait_for_compiles
 from .config import config
+from .core import typecheck
 from .graph import draw, to_dot
-from .ir import Program, typecheck
+from .ir import Program
 from .numpy import stop_gradient
 from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "stop_gradient", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
            "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

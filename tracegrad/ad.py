@@ -1,50 +1,198 @@
-"""Reverse-mode AD as a Program → Program pass.
+"""Reverse mode as an interpreter.
 
-The adjoint is built by tracing: the forward ops are replayed into a new trace, then each
-op's VJP rule is applied in reverse order on tracers, so the result is a Program like any
-other: printable, compilable, and differentiable again.
+A ReverseInterpreter sits on the interpreter that was current when it started, its
+`prev_interpreter` (evaluation, staging, or another reverse interpreter). Each op applied to
+its tracers is computed by that interpreter and recorded as a node of a tape; the backward
+pass applies the VJP rules (`core.vjp_rules`) to the nodes in reverse, binding their ops in
+the interpreter then current. So under staging the adjoint is staged into the program being
+traced, next to the forward ops (`grad` inside `jit`), and under another reverse interpreter
+it is differentiated again (`grad` of `grad`). A value of another interpreter (an enclosing
+trace's value a function closes over) is a constant to this one: no cotangent flows to it.
+
+A zero cotangent is never made: a value whose cotangent is zero has no entry in the backward
+pass's table, and an input no output depends on gets a number, or a staged broadcast of one.
 """
 from __future__ import annotations
 
-import contextlib
+from typing import Callable
 
 import numpy as np
 
-from . import trace
-from .ir import Aval, Program, Var
+from . import errors
+from .core import (Interpreter, Tracer, aval_of, bind, current_interpreter, eval_program, read, set_interpreter,
+                   vjp_rules)
+from .ir import Aval, ClosedProgram, Primitive, Program, Source, Var
 from .passes import eliminate_dead_code
-from .primitives import PRIMITIVES
-from .trace import Traced, bind, read
+from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
+from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
+from .trace import trace_flat
 
 
-def shape_of(value) -> tuple[int, ...]:
-    return value.shape if isinstance(value, trace.Tracer) else np.shape(value)
+class Node:
+    """An op recorded on the tape (or an input, with no primitive): what its VJP rule reads."""
+
+    __slots__ = ("primitive", "parents", "inputs", "out", "params", "source", "aval")
+
+    def __init__(self, primitive: Primitive | None, parents: tuple, inputs: tuple, out, params: dict,
+                 source: Source | None):
+        self.primitive = primitive
+        self.parents = parents  # per input: its Node, or None for a constant to this differentiation
+        self.inputs = inputs  # the inputs' values in the previous interpreter
+        self.out = out
+        self.params = params
+        self.source = source
+        self.aval = aval_of(out)
+
+
+class ReverseTracer(Tracer):
+    """A value under reverse mode: its value in the previous interpreter, and its node on the tape."""
+
+    __slots__ = ("interpreter", "primal", "node")
+
+    def __init__(self, interpreter: ReverseInterpreter, primal, node: Node):
+        self.interpreter = interpreter
+        self.primal = primal
+        self.node = node
+
+    aval = property(lambda self: self.node.aval)
+
+
+class ReverseInterpreter(Interpreter):
+    """Computes each op in the previous interpreter and records it on a tape, for `backward`."""
+
+    def __init__(self, prev_interpreter: Interpreter):
+        self.prev_interpreter = prev_interpreter
+        self.tape: list[Node] = []
+
+    def new_input(self, primal) -> ReverseTracer:
+        return ReverseTracer(self, primal, Node(None, (), (), primal, {}, None))
+
+    def owns(self, value) -> bool:
+        return isinstance(value, ReverseTracer) and value.interpreter is self
+
+    def primal(self, value):
+        return value.primal if self.owns(value) else value
+
+    def interpret_op(self, primitive: Primitive, args: tuple, params: dict):
+        primals, parents = [], []
+        for arg in args:
+            if self.owns(arg):
+                primals.append(arg.primal)
+                parents.append(arg.node)
+            else:  # a number, an array, or a value of another interpreter: a constant here
+                if isinstance(arg, ReverseTracer) and not arg.interpreter.active:
+                    raise leaked(arg)
+                primals.append(arg)
+                parents.append(None)
+        source = current_source()
+        with set_interpreter(self.prev_interpreter), annotate(source, current_adjoint_of()):
+            out = bind(primitive, *primals, **params)
+        if not primitive.differentiable or not any(parents) or aval_of(out).dtype != "f64":
+            return out  # a constant to this differentiation
+        node = Node(primitive, tuple(parents), tuple(primals), out, params, source)
+        self.tape.append(node)
+        return ReverseTracer(self, out, node)
+
+    def backward(self, seeds: list[tuple[Node, object]]) -> dict[Node, object]:
+        """The cotangent of every node the seeded outputs depend on, by the VJP rules in reverse order.
+
+        The rules' ops are bound in the current interpreter. A rule may compute on numbers (the
+        seed 1.0, a literal operand): it does so with NumPy's float64 semantics, silently, as
+        the compiled adjoint would.
+        """
+        cotangents: dict[Node, object] = {}
+
+        def accumulate(node: Node, cotangent) -> None:  # a value used twice gets the sum of both cotangents
+            cotangents[node] = cotangents[node] + cotangent if node in cotangents else cotangent
+
+        for node, cotangent in seeds:
+            accumulate(node, sum_to_shape(as_numpy_float(cotangent), node.aval.shape))
+        with np.errstate(all="ignore"):
+            for node in reversed(self.tape):
+                g = cotangents.get(node)
+                if g is None:
+                    continue
+                inputs = [as_numpy_float(x) for x in node.inputs]
+                with annotate(node.source, node.primitive.name):  # the adjoint's ops say what they differentiate
+                    input_cotangents = vjp_rules[node.primitive](g, as_numpy_float(node.out), *inputs, **node.params)
+                    for parent, cotangent in zip(node.parents, input_cotangents):
+                        if parent is not None and cotangent is not None:
+                            accumulate(parent, sum_to_shape(cotangent, parent.aval.shape))
+        return cotangents
+
+
+def leaked(tracer: Tracer) -> errors.LeakedTracerError:
+    return errors.LeakedTracerError(
+        f"a traced value {tracer.aval} was used after its trace ended (at {where_text(user_source())}); "
+        "return values from the traced function instead of storing them in globals")
+
+
+def vjp(fun: Callable, primals: list, wrt: list[int]) -> tuple[list, Callable]:
+    """Run `fun(*primals)` (a list of values) under reverse mode, in the current interpreter.
+
+    Returns its outputs and `pullback(output_cotangents)`, which gives the cotangent of
+    `primals[i]` for each `i` in `wrt` (None for an output cotangent: no cotangent). The
+    pullback binds its ops in the interpreter current when it is called.
+    """
+    interpreter = ReverseInterpreter(current_interpreter())
+    args = list(primals)
+    for i in wrt:
+        args[i] = interpreter.new_input(primals[i])
+    try:
+        with set_interpreter(interpreter):
+            outputs = fun(*args)
+    finally:
+        interpreter.active = False  # its tracers met later were leaked
+    output_nodes = [x.node if interpreter.owns(x) else None for x in outputs]
+    input_nodes = [args[i].node for i in wrt]
+
+    def pullback(output_cotangents) -> list:
+        seeds = [(node, cotangent) for node, cotangent in zip(output_nodes, output_cotangents)
+                 if node is not None and cotangent is not None]
+        cotangents = interpreter.backward(seeds)
+        return [cotangents[node] if node in cotangents else zeros(node.aval) for node in input_nodes]
+
+    return [interpreter.primal(x) for x in outputs], pullback
+
+
+def vjp_program(closed: ClosedProgram, wrt: list[int]) -> ClosedProgram:
+    """Reverse mode as a Program → Program pass: the joint forward-and-adjoint program of `closed`.
+
+    Inputs: the primal inputs, then one cotangent per output. Outputs: the primal outputs, then
+    the cotangent of each input listed in `wrt`.
+    """
+    program = closed.program
+    n_inputs = len(program.inputs)
+
+    def joint(*args):
+        outputs, pullback = vjp(lambda *primals: evaluated_outputs(closed, primals), list(args[:n_inputs]), wrt)
+        return outputs + pullback(args[n_inputs:])
+
+    cotangent_avals = [Aval(x.aval.shape, "f64") for x in program.outputs]
+    return trace_flat(joint, [v.aval for v in program.inputs] + cotangent_avals)
+
+
+def evaluated_outputs(closed: ClosedProgram, args) -> list:
+    env = eval_program(closed, args)
+    return [read(env, x) for x in closed.program.outputs]
 
 
 def sum_to_shape(cotangent, shape: tuple[int, ...]):
     """Undo broadcasting: sum a cotangent over the axes that broadcasting added or stretched."""
-    cotangent_shape = shape_of(cotangent)
+    cotangent_shape = aval_of(cotangent).shape
     if cotangent_shape == shape:
         return cotangent
     if np.broadcast_shapes(cotangent_shape, shape) == shape:  # a smaller cotangent covers the whole input
-        return bind("broadcast_to", cotangent, shape=shape)
+        return bind(broadcast_to_p, cotangent, shape=shape)
     lead = len(cotangent_shape) - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and cotangent_shape[lead + i] != 1)
-    summed = bind("reduce_sum", cotangent, axes=axes)
-    return summed if shape_of(summed) == shape else bind("reshape", summed, shape=shape)
+    summed = bind(reduce_sum_p, cotangent, axes=axes)
+    return summed if aval_of(summed).shape == shape else bind(reshape_p, summed, shape=shape)
 
 
 def zeros(aval: Aval):
-    return 0.0 if aval.shape == () else np.zeros(aval.shape)
-
-
-def depends_on(program: Program, sources) -> set[Var]:
-    """The float Vars whose value depends on any of `sources`."""
-    active = {v for v in sources if v.aval.dtype == "f64"}
-    for op in program.ops:
-        if op.out.aval.dtype == "f64" and any(x in active for x in op.inputs if isinstance(x, Var)):
-            active.add(op.out)
-    return active
+    """The cotangent of a value no output depends on: a number, or a staged broadcast of one, never an array."""
+    return 0.0 if aval.shape == () else bind(broadcast_to_p, 0.0, shape=aval.shape)
 
 
 def as_numpy_float(value):
@@ -53,60 +201,7 @@ def as_numpy_float(value):
     return np.float64(value) if type(value) is float else value
 
 
-def backward(program: Program, env: dict, new_op: dict, output_cotangents, wrt: list[Var]) -> dict:
-    """Apply the VJP rules in reverse, in the current trace or on NumPy values.
-
-    Returns the cotangent of every Var that depends on `wrt` and reaches an output. A rule may
-    compute on concrete numbers (a seed of 1.0, a literal operand): it does so with NumPy's
-    float64 semantics, silently, as the compiled adjoint would.
-    """
-    active = depends_on(program, wrt)
-    cotangents: dict[Var, object] = {}
-
-    def accumulate(var: Var, cotangent) -> None:  # a value used twice gets the sum of both cotangents
-        cotangents[var] = cotangents[var] + cotangent if var in cotangents else cotangent
-
-    for out, cotangent in zip(program.outputs, output_cotangents):
-        if cotangent is not None and out in active:
-            accumulate(out, sum_to_shape(as_numpy_float(cotangent), out.aval.shape))
-    builder = trace.current_builder()
-    with np.errstate(all="ignore"):
-        for op in reversed(program.ops):
-            g = cotangents.get(op.out)
-            if g is None:
-                continue
-            inputs = [as_numpy_float(read(env, x)) for x in op.inputs]
-            with builder.annotations(op.source, new_op.get(op)) if builder else contextlib.nullcontext():
-                input_cotangents = PRIMITIVES[op.primitive].vjp(g, env[op.out], *inputs, **op.param)
-                for x, cotangent in zip(op.inputs, input_cotangents):
-                    if cotangent is not None and x in active:
-                        accumulate(x, sum_to_shape(cotangent, x.aval.shape))
-    return cotangents
-
-
-def vjp_program(traced: Traced, wrt: list[int], seed_first_output: bool) -> Traced:
-    """The joint forward-and-adjoint program of `traced`.
-
-    Inputs: the primal inputs, then (unless `seed_first_output`) one cotangent per output.
-    Outputs: the primal outputs, then the cotangent of each input listed in `wrt`.
-    With `seed_first_output`, the first output (a scalar) is seeded with 1.0: that is `grad`.
-    """
-    program = traced.program
-    n_inputs = len(program.inputs)
-
-    def joint(*args):
-        primals, given = args[:n_inputs], args[n_inputs:]
-        env, new_op = trace.replay(program, traced.consts, primals)
-        seeds = [1.0] + [None] * (len(program.outputs) - 1) if seed_first_output else list(given)
-        wrt_vars = [program.inputs[i] for i in wrt]
-        cotangents = backward(program, env, new_op, seeds, wrt_vars)
-        return [read(env, x) for x in program.outputs] + [cotangents.get(v, zeros(v.aval)) for v in wrt_vars]
-
-    cotangent_avals = [] if seed_first_output else [Aval(x.aval.shape, "f64") for x in program.outputs]
-    return trace.trace_flat(joint, [v.aval for v in program.inputs] + cotangent_avals)
-
-
-def split_forward_backward(joint: Traced, n_primals: int, n_outputs: int) -> tuple[Traced, Traced]:
+def split_forward_backward(joint: ClosedProgram, n_primals: int, n_outputs: int) -> tuple[ClosedProgram, ClosedProgram]:
     """Split a joint program (primals, cotangents) -> (outputs, input cotangents) in two.
 
     forward: primals -> outputs + residuals; backward: residuals + cotangents -> input cotangents.
@@ -130,6 +225,5 @@ def split_forward_backward(joint: Traced, n_primals: int, n_outputs: int) -> tup
     forward = Program(program.constvars, primals, tuple(forward_ops), program.outputs[:n_outputs] + tuple(residuals))
     backward = Program(program.constvars, tuple(residuals) + cotangent_inputs, tuple(backward_ops),
                        backward_outputs)
-    return (eliminate_dead_code(Traced(forward, joint.consts)),
-            eliminate_dead_code(Traced(backward, joint.consts)))
-
+    return (eliminate_dead_code(ClosedProgram(forward, joint.consts)),
+            eliminate_dead_code(ClosedProgram(backward, joint.consts)))

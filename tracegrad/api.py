@@ -1,29 +1,34 @@
-"""The public transformations: grad, value_and_grad, vjp, jit, make_ir, check_grads.
+"""The public transformations: grad, value_and_grad, vjp, jit, make_ir.
 
-Data flows one way: flatten the arguments → trace (once per signature) → Program → AD pass
-→ Program → generated source → compiled function → call → unflatten the results.
-Called on tracers (inside another transformation), a transformation inlines its program
-into the enclosing trace instead of running it.
+Each transformation is a function of a signature's flat leaves, run under the current
+interpreter. Called at the top level, a transformed function stages that into a Program once
+per signature (reverse mode, if any, staged with it), and data flows one way: flatten the
+arguments → trace → Program → optimization passes → generated source → compiled function →
+call → unflatten the results. Called inside another transformation (`tg.grad` inside `tg.jit`,
+`tg.grad` of `tg.grad`), it runs in that transformation's interpreter instead, so its ops
+join the enclosing trace: nothing is compiled or inlined.
 """
 from __future__ import annotations
 
 import collections
 import functools
+import re
 import weakref
 from typing import Any, Callable
 
 import attrs
 import numpy as np
 
-from . import ad, codegen, concurrency, errors, trace
+from . import ad, codegen, concurrency, core, errors, trace
 from .config import Config, config
 from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
-from .ir import Aval, Program
-from .passes import optimize, select_outputs
-from .trace import Traced, Tracer
+from .core import Tracer, as_traceable_array, aval_of, dtype_name, tracing
+from .ir import Aval, ClosedProgram, Program
+from .passes import optimize
+from .source_info import user_source, where_text
 from .warn import warn
-from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflattener
+from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflatten_expression, unflattener
 
 trace_count = 0  # how many times a user function was traced; the tests count them
 
@@ -35,7 +40,7 @@ def leaf_aval(leaf) -> Aval:
     if kind is float or kind is int:
         return Aval(())
     if kind is np.ndarray:
-        return Aval(leaf.shape, trace.dtype_name(leaf.dtype))
+        return Aval(leaf.shape, dtype_name(leaf.dtype))
     if isinstance(leaf, Tracer):
         return leaf.aval
     if kind is bool or kind is np.bool_:
@@ -44,7 +49,7 @@ def leaf_aval(leaf) -> Aval:
         return Aval(())
     raise errors.UnsupportedLeafError(
         f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}) "
-        f"(at {trace.where_text(trace.user_source_line())}); leaves must be floats, ints or NumPy arrays, "
+        f"(at {where_text(user_source())}); leaves must be floats, ints or NumPy arrays, "
         "nested in tuples, lists and dicts (pass other values as static arguments of tg.jit)")
 
 
@@ -55,8 +60,10 @@ def leaf_key(leaf):
         return float
     if kind is np.ndarray:
         return leaf.shape, leaf.dtype
-    if isinstance(leaf, Tracer):
-        return leaf.aval
+    if isinstance(leaf, Tracer):  # outside any transformation: kept from one that ended
+        raise errors.LeakedTracerError(
+            f"a traced value {leaf.aval} was passed to a transformed function after its trace ended "
+            f"(at {where_text(user_source())}); return values from the traced function instead of storing them")
     leaf_aval(leaf)  # raises for leaves tracegrad cannot take
     return kind
 
@@ -67,7 +74,7 @@ def prepare_leaf(leaf):
     if kind is float:
         return leaf
     if kind is np.ndarray:
-        return trace.as_traceable_array(leaf)
+        return as_traceable_array(leaf)
     if kind is bool or kind is np.bool_:
         return bool(leaf)
     return float(leaf)
@@ -96,6 +103,13 @@ def function_text(fun: Callable) -> str:
     code = getattr(fun, "__code__", None)
     where = f" (defined at {code.co_filename}:{code.co_firstlineno})" if code else ""
     return f"{getattr(fun, '__name__', 'the function')}{where}"
+
+
+def generated_name(transformation: str, fun: Callable) -> str:
+    """The generated function's name, `jit_step` or `grad_loss`: its underscore keeps it apart from the
+    program's variable names (a, b, ..., ba, ...), so no local is named like its function."""
+    name = re.sub(r"\W", "_", getattr(fun, "__name__", "fun").replace("<lambda>", "fun"))
+    return f"{transformation}_{name}"
 
 
 def with_arrays_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
@@ -141,7 +155,7 @@ def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
         raise errors.UnsupportedLeafError(
             f"a traced function returned a leaf of type {type(leaf).__name__} "
-            f"(called at {trace.where_text(trace.user_source_line())}); "
+            f"(called at {where_text(user_source())}); "
             "return floats, arrays and traced values (in tuples, lists and dicts)")
     return leaf
 
@@ -177,34 +191,66 @@ class Signature:
         return range(start, start + self.treedefs[argnum].num_leaves)
 
 
-def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Signature) -> tuple[Traced, TreeDef]:
-    """Trace `fun` on tracers shaped like the signature's leaves; the result tree comes back too."""
-    global trace_count
-    trace_count += 1
-    result_tree = []
+class Flattened:
+    """`fun` as a function of a signature's leaves, giving its result's leaves; `.tree` is the
+    result's structure once it has run. Each run counts as a trace of `fun`."""
 
-    def flat_fun(*leaves):
+    def __init__(self, fun: Callable, static_argnums: tuple[int, ...], signature: Signature):
+        self.fun = fun
+        self.static = dict(zip(static_argnums, signature.static))
+        self.signature = signature
+        self.tree: TreeDef | None = None
+
+    def __call__(self, *leaves) -> list:
+        global trace_count
+        trace_count += 1
         args, position = [], 0
-        static = dict(zip(static_argnums, signature.static))
-        for treedef in signature.treedefs:
-            while len(args) in static:
-                args.append(static[len(args)])
+        for treedef in self.signature.treedefs:
+            while len(args) in self.static:
+                args.append(self.static[len(args)])
             args.append(tree_unflatten(treedef, leaves[position:position + treedef.num_leaves]))
             position += treedef.num_leaves
-        while len(args) in static:
-            args.append(static[len(args)])
-        out_leaves, out_tree = tree_flatten(fun(*args))
-        result_tree.append(out_tree)
+        while len(args) in self.static:
+            args.append(self.static[len(args)])
+        out_leaves, self.tree = tree_flatten(self.fun(*args))
         return [check_result_leaf(x) for x in out_leaves]
 
-    traced = trace.trace_flat(flat_fun, [leaf_aval(x) for x in signature.leaves])
-    return traced, result_tree[0]
+
+def trace_function(fun: Callable, static_argnums: tuple[int, ...], signature: Signature) -> tuple[ClosedProgram, TreeDef]:
+    """Trace `fun` on tracers shaped like the signature's leaves; the result tree comes back too."""
+    flat = Flattened(fun, static_argnums, signature)
+    closed = trace.trace_flat(flat, [leaf_aval(x) for x in signature.leaves])
+    return closed, flat.tree
+
+
+@attrs.frozen(eq=False)
+class FlatResult:
+    """What a transformed function gives for one signature's leaves: its result's leaves and tree."""
+
+    leaves: list
+    tree: TreeDef
+    checked: int = 0  # the last leaves are computed only for debug_nans to check, not returned
+    array_outputs: tuple[int, ...] = ()  # the leaves that are gradients of 0-d arrays
+
+
+FlatFunction = Callable[..., FlatResult]  # (*leaves) -> FlatResult, in the current interpreter
+
+
+def interpreted_leaves(leaves: list) -> list:
+    """The leaves a transformation run inside another one takes: tracers as they are, other values as
+    compiled code would take them (a Python int is a float)."""
+    return [leaf if isinstance(leaf, Tracer) else prepare_leaf(leaf) for leaf in map(checked_leaf, leaves)]
+
+
+def checked_leaf(leaf):
+    leaf_aval(leaf)  # raises for leaves tracegrad cannot take
+    return leaf
 
 
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
-    def __init__(self, traced: Traced, result_tree: TreeDef, name: str, settings: Config, array_outputs=(),
+    def __init__(self, traced: ClosedProgram, result_tree: TreeDef, name: str, settings: Config, array_outputs=(),
                  checked_outputs: int = 0):
         self.traced = traced
         self.result_tree = result_tree
@@ -216,15 +262,18 @@ class Compiled:
         if checked_outputs:  # the last outputs are computed for debug_nans to check, not returned
             self.unflatten = without_last(checked_outputs, self.unflatten)
         self.lock = concurrency.new_lock()
+        self.finish_expression = None  # the fast lane's expression of the results from numba's tuple `outputs`
         if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
+            if not array_outputs and not checked_outputs:
+                self.finish_expression = unflatten_expression(result_tree, "outputs")
 
     @property
     def ir(self) -> Program:
         return self.traced.program
 
     @functools.cached_property
-    def optimized(self) -> Traced:
+    def optimized(self) -> ClosedProgram:
         """The program after the passes that run before code generation."""
         return optimize(self.traced)
 
@@ -317,8 +366,6 @@ class Compiled:
         return self.unflatten(outputs)
 
     def __call__(self, leaves):
-        if self.traced_arguments:  # inside another transformation: inline the program
-            return self.unflatten(trace.inline(self.traced, leaves))
         if self.prepare_arguments:
             leaves = [prepare_leaf(x) for x in leaves]
         function = self.function or self.start(leaves)
@@ -326,7 +373,6 @@ class Compiled:
 
     def for_signature(self, leaves) -> Compiled:
         """Note how arguments of this signature reach the code (same for every call with it)."""
-        self.traced_arguments = any(isinstance(x, Tracer) for x in leaves)
         self.prepare_arguments = any(needs_preparing(x) for x in leaves)
         return self
 
@@ -335,11 +381,15 @@ class Compiled:
 
 
 class Transformed:
-    """A function with a transformation, traced and compiled once per signature."""
+    """A function with a transformation: traced and compiled once per signature when called at
+    the top level, run in the enclosing transformation's interpreter when called inside one."""
 
-    def __init__(self, fun: Callable, build: Callable[[Signature], Compiled], static_argnums=()):
+    def __init__(self, fun: Callable, transform: Callable[[Signature], FlatFunction], name: str, settings: Config,
+                 static_argnums=()):
         self.fun = fun
-        self.build = build
+        self.transform = transform  # signature -> the transformation of `fun` on its flat leaves
+        self.name = name  # of the generated function
+        self.settings = settings
         self.static_argnums = static_argnums
         self.cache: collections.OrderedDict = collections.OrderedDict()  # least recently called first
         self.fast_calls: dict = {}  # per cache key: its fast-lane caller, or None
@@ -362,11 +412,30 @@ class Transformed:
             if entry is None:
                 signature = Signature.of(args, self.static_argnums)
                 entry = self.build(signature).for_signature(signature.leaves)
-                if not any(isinstance(c, Tracer) for c in entry.traced.consts):
-                    self.cache[key] = entry  # a program that captured an enclosing trace's values is not reused
-                    self.fast_calls[key] = None if self.static_argnums else known_signature_call(key, entry)
-                    self.drop_least_recent()
+                self.cache[key] = entry
+                self.fast_calls[key] = None if self.static_argnums else known_signature_call(key, entry)
+                self.drop_least_recent()
         return entry
+
+    def build(self, signature: Signature) -> Compiled:
+        """The transformation staged into a program for this signature, compiled on first use."""
+        run = self.transform(signature)
+        results: list[FlatResult] = []
+
+        def staged(*leaves) -> list:
+            results.append(run(*leaves))
+            return results[0].leaves
+
+        closed = trace.trace_flat(staged, [leaf_aval(x) for x in signature.leaves])
+        result = results[0]
+        return Compiled(closed, result.tree, self.name, self.settings, result.array_outputs, result.checked)
+
+    def interpret(self, args):
+        """The transformation run in the current interpreter: inside another transformation, its ops
+        join the enclosing trace."""
+        signature = Signature.of(args, self.static_argnums)
+        result = self.transform(signature)(*interpreted_leaves(signature.leaves))
+        return tree_unflatten(result.tree, result.leaves[:len(result.leaves) - result.checked])
 
     def drop_least_recent(self) -> None:
         """Keep at most `tg.config.max_signatures` signatures (numba's code of a dropped one stays loaded)."""
@@ -389,6 +458,8 @@ class Transformed:
         return entry
 
     def __call__(self, *args):
+        if core.transforming and tracing():  # inside another transformation (the first test is the cheap one)
+            return self.interpret(args)
         result = self.fast_call(args)
         if result is not MISS:  # the arguments have the signature of the last call: no key to build
             return result
@@ -421,10 +492,12 @@ class Lowered:
     function = property(lambda self: self.compiled.compiled_code())  # the compiled function of the source
 
     def __call__(self, *args):
+        if tracing():  # inside another transformation, as the function itself
+            return self.transformed.interpret(args)
         leaves: list = []
         if self.transformed.key(args, leaves) != self.key:
             raise TypeError(f"a lowered function takes arguments of the signature it was lowered for "
-                            f"(at {trace.where_text(trace.user_source_line())}); call the function itself "
+                            f"(at {where_text(user_source())}); call the function itself "
                             "for other shapes and types")
         return self.compiled(leaves)
 
@@ -432,15 +505,15 @@ class Lowered:
 _transforms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def transformed(fun: Callable, options: tuple, make: Callable[[], Transformed]) -> Transformed:
-    """One Transformed per (function, options), so `tg.grad(f)(x)` in a loop traces once."""
+def transformed(fun: Callable, options: tuple, make: Callable[[Config], Transformed]) -> Transformed:
+    """One Transformed per (function, options, settings), so `tg.grad(f)(x)` in a loop traces once."""
     try:
         per_function = _transforms.setdefault(fun, {})
     except TypeError:  # not weakly referenceable: no sharing
-        return make()
+        return make(config.snapshot())
     key = options + config.transformation_settings()
     if key not in per_function:
-        per_function[key] = make()
+        per_function[key] = make(config.snapshot())
     return per_function[key]
 
 
@@ -452,7 +525,7 @@ def normalize_argnums(argnums, n_args: int) -> tuple[int, ...]:
     for n in numbers:
         if not -n_args <= n < n_args:
             raise errors.ArgnumsError(f"argnums {argnums} is out of range for a call with {n_args} positional "
-                                      f"arguments (at {trace.where_text(trace.user_source_line())})")
+                                      f"arguments (at {where_text(user_source())})")
     return tuple(n % n_args for n in numbers)
 
 
@@ -463,50 +536,56 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
             aval = leaf_aval(signature.leaves[index])
             if aval.dtype != "f64":
                 raise errors.NonDifferentiableArgumentError(
-                    f"argument {argnum} holds a leaf of type {aval} (at {trace.where_text(trace.user_source_line())}); "
+                    f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source())}); "
                     "gradients are taken only with respect to float values: pass integer arrays such as labels "
                     "as an argument that argnums does not name")
             wrt.append(index)
     return wrt
 
 
-def build_gradient(fun, argnums, has_aux: bool, with_value: bool, settings: Config):
-    def build(signature: Signature) -> Compiled:
+def gradient_transformation(fun, argnums, has_aux: bool, with_value: bool, settings: Config):
+    """signature -> `fun`'s gradient (and value) as a function of the signature's leaves, by reverse mode."""
+
+    def transform(signature: Signature) -> FlatFunction:
         numbers = normalize_argnums(argnums, len(signature.treedefs))
-        traced, out_tree = trace_function(fun, (), signature)
-        if has_aux:
-            if not (out_tree.structure is not LEAF and out_tree.structure[0] is tuple
-                    and len(out_tree.structure[2]) == 2):
-                raise TypeError(f"with has_aux=True, {function_text(fun)} must return a pair (output, aux); "
-                                f"it returned {out_tree} (called at {trace.where_text(trace.user_source_line())})")
-            value_tree = TreeDef(out_tree.structure[2][0], 1)
-            aux_tree = TreeDef(out_tree.structure[2][1], out_tree.num_leaves - 1)
-        else:
-            value_tree, aux_tree = out_tree, TreeDef((tuple, None, ()), 0)
-        output = traced.program.outputs[0] if traced.program.outputs else None
-        if value_tree.structure is not LEAF or output.aval != Aval(()):
-            shown = output.aval if value_tree.structure is LEAF else value_tree
-            raise NonScalarOutputError(
-                f"grad requires {function_text(fun)} to return a float scalar, it returned {shown} "
-                f"(called at {trace.where_text(trace.user_source_line())}); for a vector output, sum it or use tg.vjp")
         wrt = differentiable_leaves(signature, numbers)
-        joint = ad.vjp_program(traced, wrt, seed_first_output=True)
         grads_trees = [signature.treedefs[n] for n in numbers]
         grads_tree = grads_trees[0] if isinstance(argnums, int) else tuple_tree(*grads_trees)
-        n_aux = aux_tree.num_leaves
-        zero_d = [j for j, index in enumerate(wrt)
-                  if type(signature.leaves[index]) is np.ndarray and signature.leaves[index].ndim == 0]
-        if with_value:
-            value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
-            return Compiled(joint, tuple_tree(value_part, grads_tree), "value_and_grad", settings,
-                            array_outputs=tuple(1 + n_aux + j for j in zero_d))
-        # under debug_nans the value is computed too (and dropped), so a nan in it is caught as JAX catches it
-        checked = [0] if settings.debug_nans else []
-        kept = select_outputs(joint, [*range(1 + n_aux, len(joint.program.outputs)), *range(1, 1 + n_aux), *checked])
-        result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
-        return Compiled(kept, result, "grad", settings, array_outputs=tuple(zero_d), checked_outputs=len(checked))
+        zero_d = tuple(j for j, index in enumerate(wrt)
+                       if type(signature.leaves[index]) is np.ndarray and signature.leaves[index].ndim == 0)
+        flat = Flattened(fun, (), signature)
 
-    return build
+        def run(*leaves) -> FlatResult:
+            outputs, pullback = ad.vjp(flat, list(leaves), wrt)
+            value_tree, aux_tree = value_and_aux_trees(fun, flat.tree, has_aux)
+            if value_tree.structure is not LEAF or aval_of(outputs[0]) != Aval(()):
+                shown = aval_of(outputs[0]) if value_tree.structure is LEAF else value_tree
+                raise NonScalarOutputError(
+                    f"grad requires {function_text(fun)} to return a float scalar, it returned {shown} "
+                    f"(called at {where_text(user_source())}); for a vector output, sum it or use tg.vjp")
+            grads = pullback([1.0] + [None] * (len(outputs) - 1))
+            n_aux = aux_tree.num_leaves
+            if with_value:
+                value_part = tuple_tree(value_tree, aux_tree) if has_aux else value_tree
+                return FlatResult(outputs + grads, tuple_tree(value_part, grads_tree),
+                                  array_outputs=tuple(1 + n_aux + j for j in zero_d))
+            # under debug_nans the value is computed too (and dropped), so a nan in it is caught as JAX catches it
+            checked = outputs[:1] if settings.debug_nans else []
+            result = tuple_tree(grads_tree, aux_tree) if has_aux else grads_tree
+            return FlatResult(grads + outputs[1:] + checked, result, len(checked), zero_d)
+
+        return run
+
+    return transform
+
+
+def value_and_aux_trees(fun, out_tree: TreeDef, has_aux: bool) -> tuple[TreeDef, TreeDef]:
+    if not has_aux:
+        return out_tree, TreeDef((tuple, None, ()), 0)
+    if not (out_tree.structure is not LEAF and out_tree.structure[0] is tuple and len(out_tree.structure[2]) == 2):
+        raise TypeError(f"with has_aux=True, {function_text(fun)} must return a pair (output, aux); "
+                        f"it returned {out_tree} (called at {where_text(user_source())})")
+    return TreeDef(out_tree.structure[2][0], 1), TreeDef(out_tree.structure[2][1], out_tree.num_leaves - 1)
 
 
 def grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
@@ -517,15 +596,16 @@ def grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = Fals
     `(output, aux)` and the result is `(gradient, aux)`.
     """
     options = ("grad", argnums, has_aux)
-    return transformed(fun, options, lambda: Transformed(
-        fun, build_gradient(fun, argnums, has_aux, with_value=False, settings=config.snapshot())))
+    return transformed(fun, options, lambda settings: Transformed(
+        fun, gradient_transformation(fun, argnums, has_aux, False, settings), generated_name("grad", fun), settings))
 
 
 def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
     """Like `grad`, but returns `(value, gradient)`, or `((value, aux), gradient)` with `has_aux`."""
     options = ("value_and_grad", argnums, has_aux)
-    return transformed(fun, options, lambda: Transformed(
-        fun, build_gradient(fun, argnums, has_aux, with_value=True, settings=config.snapshot())))
+    return transformed(fun, options, lambda settings: Transformed(
+        fun, gradient_transformation(fun, argnums, has_aux, True, settings), generated_name("value_and_grad", fun),
+        settings))
 
 
 # -- jit, make_ir ------------------------------------------------------------------------
@@ -536,16 +616,16 @@ def jit(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Transforme
 
     Arguments at `static_argnums` are passed to `fun` as Python values (they must be
     hashable) and are part of the cache key. `jit(fun).lower(*args)` gives the program
-    (`.ir`) and its generated `.source`.
+    (`.ir`) and its generated `.source`. Inside another transformation, `jit(fun)` is `fun`.
     """
     static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
-    settings = config.snapshot()
 
-    def build(signature: Signature) -> Compiled:
-        traced, out_tree = trace_function(fun, static, signature)
-        return Compiled(traced, out_tree, getattr(fun, "__name__", "fun").replace("<lambda>", "fun"), settings)
+    def transform(signature: Signature) -> FlatFunction:
+        flat = Flattened(fun, static, signature)
+        return lambda *leaves: FlatResult(flat(*leaves), flat.tree)
 
-    return transformed(fun, ("jit", static), lambda: Transformed(fun, build, static))
+    return transformed(fun, ("jit", static),
+                       lambda settings: Transformed(fun, transform, generated_name("jit", fun), settings, static))
 
 
 def make_ir(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Callable[..., Program]:
@@ -565,34 +645,50 @@ def make_ir(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Callab
 def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     """`(fun(*primals), pullback)`, where `pullback(cotangent)` gives one cotangent per primal.
 
-    The forward and the adjoint are two compiled programs; the values the adjoint needs
-    (residuals) pass from one to the other.
+    At the top level, the forward and the adjoint are two compiled programs; the values the
+    adjoint needs (residuals) pass from one to the other. Inside another transformation both
+    run in its interpreter.
     """
-    settings = config.snapshot()
     signature = Signature.of(primals)
-    traced, out_tree = trace_function(fun, (), signature)
     wrt = [i for i, x in enumerate(signature.leaves) if leaf_aval(x).dtype == "f64"]
-    n_outputs = len(traced.program.outputs)
-    joint = ad.vjp_program(traced, wrt, seed_first_output=False)
-    forward, backward = ad.split_forward_backward(joint, len(signature.leaves), n_outputs)
-    flat_list = lambda n: TreeDef((list, None, (LEAF,) * n), n)
-    results = Compiled(forward, flat_list(len(forward.program.outputs)), "forward", settings) \
-        .for_signature(signature.leaves)(signature.leaves)
-    outputs, residuals = results[:n_outputs], results[n_outputs:]
     cotangent_tree = tuple_tree(*signature.treedefs)
-    adjoint = Compiled(backward, flat_list(len(wrt)), "backward", settings)
+    flat = Flattened(fun, (), signature)
+    if tracing():
+        outputs, flat_pullback = ad.vjp(flat, interpreted_leaves(signature.leaves), wrt)
+    else:
+        outputs, flat_pullback = compiled_vjp(flat, signature, wrt)
+    out_tree = flat.tree
 
     def pullback(cotangent):
         leaves, tree = tree_flatten(cotangent)
         if tree != out_tree:
             raise ValueError(f"the cotangent must have the structure of the output, {out_tree}; got {tree}")
         cotangents = [None] * len(signature.leaves)
-        leaves = list(residuals) + leaves
-        for index, value in zip(wrt, adjoint.for_signature(leaves)(leaves)):
+        for index, value in zip(wrt, flat_pullback(leaves)):
             cotangents[index] = value
         return tree_unflatten(cotangent_tree, cotangents)
 
     return tree_unflatten(out_tree, outputs), pullback
+
+
+def compiled_vjp(flat: Flattened, signature: Signature, wrt: list[int]) -> tuple[list, Callable]:
+    """`fun`'s outputs and flat pullback as two compiled programs: the reverse-mode pass makes the
+    joint program of `fun`'s, which is split into a forward and an adjoint."""
+    settings = config.snapshot()
+    closed = trace.trace_flat(flat, [leaf_aval(x) for x in signature.leaves])
+    n_outputs = len(closed.program.outputs)
+    forward, backward = ad.split_forward_backward(ad.vjp_program(closed, wrt), len(signature.leaves), n_outputs)
+    flat_list = lambda n: TreeDef((list, None, (LEAF,) * n), n)
+    results = Compiled(forward, flat_list(len(forward.program.outputs)), generated_name("vjp_forward", flat.fun),
+                       settings).for_signature(signature.leaves)(signature.leaves)
+    outputs, residuals = results[:n_outputs], results[n_outputs:]
+    adjoint = Compiled(backward, flat_list(len(wrt)), generated_name("vjp_backward", flat.fun), settings)
+
+    def flat_pullback(cotangents):
+        leaves = list(residuals) + list(cotangents)
+        return adjoint.for_signature(leaves)(leaves)
+
+    return outputs, flat_pullback
 
 
 def cache_info() -> dict:

@@ -1,8 +1,11 @@
 """Code generation: Program → readable Python source → a compiled function.
 
-One statement (or one small loop) per op; adjoint code is grouped in blocks, each commented
-with the forward op it differentiates. The source is registered in `linecache` so tracebacks
-and pdb show it. `jit_compile` is the one place that calls numba.
+One statement (or one small loop) per op, written from the op's entry in tracegrad.lowering
+and named as the printed program names it; adjoint code is grouped in blocks, each commented
+with the user's expression it differentiates (`# Grad of: a**0.5`). Under numba, runs of
+elementwise ops become loops, large transcendentals NumPy's SIMD calls, float products
+tracegrad.gemm's kernels, and long scalar programs a tape (tracegrad.tape). The source is
+registered in `linecache` so tracebacks and pdb show it.
 """
 from __future__ import annotations
 
@@ -12,14 +15,14 @@ import linecache
 import math
 import os
 import types
-from pathlib import Path
 
 import numpy as np
 
 from . import concurrency, disk_cache, tape
 from .config import config
 from .ir import Literal, Namer, Op, Program, Var
-from .primitives import PRIMITIVES, numpy_dtype
+from .lowering import numpy_dtype, rule_for
+from .numba_jit import jit_compile
 
 MAX_OPS_PER_FUNCTION = 1000  # numba compiles ~1 ms per statement and chokes past ~2,000 loads/stores
 # From this many elements, tanh/exp/log run in NumPy's SIMD loops: entering object mode costs ~1 µs,
@@ -37,8 +40,6 @@ GEMM_FUNCTIONS = ("tg_matmul", "tg_matmul_into", "tg_parallel_matmul", "tg_paral
 # big blocks back to the system when they are freed, and touching fresh pages costs more than computing
 # on them (measured: one step of an MLP at batch 4,096, 18.6 ms with fresh arrays, 11.9 ms without)
 WORKSPACE_MIN_SIZE = 32768
-# the primitives whose code may give back their input's array or a view of it (reshape, .T, x[1:], x itself)
-VIEW_PRIMITIVES = frozenset({"reshape", "transpose", "slice", "stop_gradient"})
 INDENT = "    "
 
 compile_count = 0  # how many distinct sources were compiled; the tests count them
@@ -72,17 +73,16 @@ class SourceWriter:
                 if isinstance(x, Var):
                     self.users.setdefault(x, []).append(op)
         self.outputs = {x for x in program.outputs if isinstance(x, Var)}
-        self.name = Namer()
-        for var in program.constvars + program.inputs:
-            self.name(var)
+        self.name = Namer.of(program)  # the printer's names: the source and the printed program agree
         self.maker = {op.out: op for op in program.ops}
         self.defined_here = self.maker.keys()
-        self.known = self.defined_here | set(program.constvars) | set(program.inputs)
         self.workspace: dict[Var, int] = {}  # large temporaries kept between calls: their index in `_workspace`
         self.copied_outputs = self.outputs_to_copy()
-        if self.fuse and len(program.ops) <= MAX_OPS_PER_FUNCTION:
-            returned = may_be_returned(program)
-            for group in self.groups(program.ops):
+        # the program's groups, when it is one function (a longer one is split, and grouped part by part)
+        self.program_groups = self.groups(program.ops) if len(program.ops) <= MAX_OPS_PER_FUNCTION else None
+        if self.fuse and self.program_groups is not None:
+            returned = set().union(*(self.array_bases(x) for x in self.outputs))  # never kept between calls
+            for group in self.program_groups:
                 for var in self.allocated(group):
                     if var.aval.size >= WORKSPACE_MIN_SIZE and var not in returned:
                         self.workspace[var] = len(self.workspace)
@@ -102,18 +102,19 @@ class SourceWriter:
         return f"np.empty({var.aval.shape}, {numpy_dtype(var.aval.dtype)})"
 
     def is_product(self, op: Op) -> bool:
-        return op.primitive == "matmul" and all(x.aval.dtype == "f64" for x in op.inputs)
+        """A float64 matrix product: numba's code calls tracegrad.gemm for it."""
+        return rule_for(op.primitive).product and all(x.aval.dtype == "f64" for x in op.inputs)
 
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
 
-    def statement(self, op: Op, into_workspace: bool = True) -> list[str]:
-        rule = PRIMITIVES[op.primitive]
-        emit = rule.emit if self.numba or rule.numpy_emit is None else rule.numpy_emit
+    def statement(self, op: Op) -> list[str]:
+        rule = rule_for(op.primitive)
+        emit = rule.statement if self.numba or rule.numpy_statement is None else rule.numpy_statement
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
         if self.numba and self.is_product(op):
             name = "tg_parallel_matmul" if self.parallel and multiply_adds(op) >= PARALLEL_MIN_PRODUCT else "tg_matmul"
-            if into_workspace and op.out in self.workspace:  # into its kept array
+            if op.out in self.workspace:  # into its kept array
                 return [f"{out} = {name}_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
             return [f"{out} = {name}({inputs[0]}, {inputs[1]})"]
         if isinstance(emit, str):
@@ -121,22 +122,19 @@ class SourceWriter:
         lines = emit(out, inputs, op)
         return [f"{out} = {lines}"] if isinstance(lines, str) else lines
 
-    def comment(self, op: Op) -> str | None:
-        source = f"{os.path.basename(op.source[0])}:{op.source[1]}" if op.source else "?"
+    def comment(self, op: Op) -> str:
+        """The user's line that made `op`; for an adjoint op, Tangent's `# Grad of:` and the user's
+        expression it differentiates (captured when the adjoint was built)."""
+        where = f"{os.path.basename(op.source.file)}:{op.source.line}" if op.source else "?"
         if op.adjoint_of is None:
-            return f"# {source}"
-        forward = op.adjoint_of
-        if forward.out in self.defined_here:
-            return f"# adjoint of {self.statement(forward, into_workspace=False)[0]}  ({source})"
-        emit = PRIMITIVES[forward.primitive].emit
-        if isinstance(emit, str) and all(x in self.known for x in forward.inputs if isinstance(x, Var)):
-            # the forward op itself was not needed: show what it computed
-            return f"# adjoint of {emit.format(*map(self.atom, forward.inputs), **forward.param)}  ({source})"
-        return f"# adjoint of {forward.primitive}  ({source})"
+            return f"# {where}"
+        if op.source and op.source.expression:
+            return f"# Grad of: {op.source.expression}  ({op.adjoint_of}, {where})"
+        return f"# Grad of: {op.adjoint_of}  ({where})"
 
-    def body(self, ops) -> list[str]:
+    def body(self, groups: list[list[Op]]) -> list[str]:
         lines, last_comment = [], None
-        for group in self.groups(ops):
+        for group in groups:
             if self.uses_simd_ufunc(group[0]):
                 lines.extend(self.simd_ufunc_call(group[0]))
                 last_comment = None
@@ -158,17 +156,17 @@ class SourceWriter:
     # -- elementwise fusion (numba only: a loop in plain Python would be slow) -----------
 
     def fusible(self, op: Op) -> bool:
-        return (self.fuse and PRIMITIVES[op.primitive].scalar is not None and op.out.aval.ndim > 0
+        return (self.fuse and op.primitive.elementwise and op.out.aval.ndim > 0
                 and not self.uses_simd_ufunc(op))
 
     def uses_simd_ufunc(self, op: Op) -> bool:
-        return (self.fuse and PRIMITIVES[op.primitive].simd_ufunc is not None
+        return (self.fuse and rule_for(op.primitive).simd_ufunc is not None
                 and op.out.aval.size >= SIMD_UFUNC_MIN_SIZE)
 
     def simd_ufunc_call(self, op: Op) -> list[str]:
         """NumPy's vectorised loop for a large array, in place when the input dies here."""
         (x,), out = op.inputs, self.name(op.out)
-        ufunc = PRIMITIVES[op.primitive].simd_ufunc
+        ufunc = rule_for(op.primitive).simd_ufunc
         if self.simd_in_place(op):
             allocate = f"{out} = {self.name(x)}"
         else:
@@ -185,7 +183,7 @@ class SourceWriter:
         if not isinstance(x, Var) or x in self.outputs or x not in self.defined_here or x.aval.dtype != "f64":
             return False
         maker = self.maker[x]
-        return PRIMITIVES[maker.primitive].scalar is not None or self.is_product(maker)
+        return maker.primitive.elementwise or self.is_product(maker)
 
     def groups(self, ops) -> list[list[Op]]:
         """Runs of consecutive elementwise ops with one output shape, perhaps ending in a sum of
@@ -203,12 +201,12 @@ class SourceWriter:
 
     def sums_within(self, op: Op, group: list[Op]) -> bool:
         """A sum over every axis of a value the run computes: an accumulator in its loop."""
-        return (op.primitive == "reduce_sum" and op.out.aval.shape == () and isinstance(op.inputs[0], Var)
+        return (rule_for(op.primitive).accumulator and op.out.aval.shape == () and isinstance(op.inputs[0], Var)
                 and self.maker.get(op.inputs[0]) in group)
 
     def kept(self, group: list[Op]) -> list[Var]:
         """The values of a fused run that are read after it: stored in arrays."""
-        return [op.out for op in group if op.primitive != "reduce_sum" and (
+        return [op.out for op in group if not rule_for(op.primitive).accumulator and (
                 op.out in self.outputs or any(user not in group for user in self.users.get(op.out, ())))]
 
     def fused_loop(self, group: list[Op]) -> list[str]:
@@ -219,7 +217,7 @@ class SourceWriter:
         """
         shape = group[0].out.aval.shape
         inside = {op.out for op in group}
-        sums = [op for op in group if op.primitive == "reduce_sum"]
+        sums = [op for op in group if rule_for(op.primitive).accumulator]
         kept = self.kept(group)
         index = ", ".join(f"_i{d}" for d in range(len(shape)))
 
@@ -236,7 +234,7 @@ class SourceWriter:
 
         lines = [f"{self.name(v)} = {self.allocate(v)}" for v in kept]
         lines += [f"{self.name(op.out)} = {'0.0' if op.out.aval.dtype == 'f64' else '0'}" for op in sums]
-        libm_calls = math.prod(shape) * sum(PRIMITIVES[op.primitive].libm_call for op in group)
+        libm_calls = math.prod(shape) * sum(rule_for(op.primitive).libm_call for op in group)
         parallel = self.parallel and libm_calls >= PARALLEL_MIN_LIBM_CALLS
         outer = "numba.prange" if parallel else "range"
         lines += [INDENT * d + f"for _i{d} in {outer if d == 0 else 'range'}({n}):" for d, n in enumerate(shape)]
@@ -249,7 +247,7 @@ class SourceWriter:
             if op in sums:
                 lines.append(depth + f"{self.name(op.out)} += {element(op.inputs[0])}")
                 continue
-            template = PRIMITIVES[op.primitive].scalar
+            template = rule_for(op.primitive).element
             lines.append(depth + f"_{self.name(op.out)} = {template.format(*map(element, op.inputs), **op.param)}")
             if op.out in kept:
                 lines.append(depth + f"{self.name(op.out)}[{index}] = _{self.name(op.out)}")
@@ -271,9 +269,9 @@ class SourceWriter:
     def finiteness_check(self, op: Op) -> list[str]:
         """tg.config.debug_nans: stop at the first op whose value is nan or inf, naming it."""
         out = self.name(op.out)
-        where = f"{op.source[0]}:{op.source[1]}" if op.source else "an unknown line"
-        phase = f"the adjoint of {op.adjoint_of.primitive}" if op.adjoint_of else "the forward pass"
-        message = f"{op.primitive} produced nan or inf in {phase}, at {where}"
+        where = f"{op.source.file}:{op.source.line}" if op.source else "an unknown line"
+        phase = f"the adjoint of {op.adjoint_of}" if op.adjoint_of else "the forward pass"
+        message = f"{op.primitive.name} produced nan or inf in {phase}, at {where}"
         test = f"np.isfinite({out})" if op.out.aval.shape == () else f"np.isfinite({out}).all()"
         return [f"if not {test}:", f"    raise FloatingPointError({message!r})"]
 
@@ -308,7 +306,7 @@ class SourceWriter:
 
     def may_share_input(self, op: Op) -> bool:
         """Whether the code of `op` may hand back its input's array or a view of it."""
-        return op.primitive in VIEW_PRIMITIVES or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
+        return rule_for(op.primitive).view or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
 
 
 def function_text(name: str, params: list[str], body: list[str], results: list[str]) -> list[str]:
@@ -330,8 +328,8 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
     params = [writer.name(v) for v in program.constvars + program.inputs]
     if writer.fuse and tape.fits_tape(program):
         return tape.tape_source(program, name, lambda op: writer.statement(op)[0], writer.atom)
-    if len(program.ops) <= MAX_OPS_PER_FUNCTION:
-        body = writer.body(program.ops)
+    if writer.program_groups is not None:
+        body = writer.body(writer.program_groups)
         results = [writer.result(x) for x in program.outputs]
         if writer.workspace:
             text = "\n".join(function_text(f"{name}_core", params + ["_workspace"], body, results)) + "\n"
@@ -346,20 +344,6 @@ def generate_source(program: Program, name: str, check_finite: bool = False, num
 def multiply_adds(product: Op) -> int:
     (m, k), n = product.inputs[0].aval.shape, product.inputs[1].aval.shape[1]
     return m * k * n
-
-
-def may_be_returned(program: Program) -> set[Var]:
-    """The Vars whose array an output may be, or be a view of: these are never kept between calls.
-
-    Elementwise ops (other than NumPy's in-place ufunc calls) and products always make a new
-    array; any other op may hand back a view of its input (reshape, transpose, slicing)."""
-    returned = {x for x in program.outputs if isinstance(x, Var)}
-    for op in reversed(program.ops):
-        rule = PRIMITIVES[op.primitive]
-        makes_new_array = (rule.scalar is not None and rule.simd_ufunc is None) or op.primitive == "matmul"
-        if op.out in returned and not makes_new_array:
-            returned.update(x for x in op.inputs if isinstance(x, Var))
-    return returned
 
 
 def workspace_caller(writer: SourceWriter, name: str, params: list[str]) -> str:
@@ -399,36 +383,12 @@ def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
         defined = [op.out for op in chunk if op.out in used_later[index]]
         part_results = [writer.name(v) for v in defined]
         part_name = f"{name}_part{index}"
-        texts += function_text(part_name, part_params, writer.body(chunk), part_results) + [""]
+        texts += function_text(part_name, part_params, writer.body(writer.groups(chunk)), part_results) + [""]
         main_body.append(f"{''.join(r + ', ' for r in part_results)}= {part_name}({', '.join(part_params)})"
                          if part_results else f"{part_name}({', '.join(part_params)})")
         available += defined
     texts += function_text(name, params, main_body, [writer.result(x) for x in writer.program.outputs])
     return "\n".join(texts) + "\n"
-
-
-def jit_compile(function, cache_directory: Path | None = None, inline: bool = False):
-    """The one call to numba.njit: NumPy's error model (1/0 is inf, not an exception).
-
-    The GIL is released, except by functions that call NumPy in object mode; functions with
-    `numba.prange` loops are compiled for several threads; an `inline` function is compiled
-    into each function that calls it. With a `cache_directory` (of `disk_cache`), the machine
-    code is saved there, signed, and loaded from there by later processes.
-    """
-    import numba
-
-    names = function.__code__.co_names
-    if "prange" in names:
-        # OpenMP's threads spin after each loop by default and, on a machine with few cores, take
-        # them from the serial code that follows (measured: 16.5 ms -> 23 ms per step on 2 cores)
-        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    dispatcher = numba.njit(function, error_model="numpy", nogil="objmode" not in names, parallel="prange" in names,
-                            inline="always" if inline else "never")
-    if cache_directory is not None:
-        from . import numba_cache
-
-        numba_cache.cached(dispatcher, cache_directory, source_stamp=cache_directory.name)
-    return dispatcher
 
 
 MAX_PYTHON_PROGRAMS = 1024  # NumPy-run programs kept loaded (with their linecache entries), least recent dropped
@@ -512,8 +472,8 @@ def execute(source: str, name: str) -> tuple[str, dict]:
         import numba
 
         namespace["numba"] = numba
-    if "matmul" in source:
-        from . import gemm
+    if disk_cache.calls_gemm(source):
+        from . import gemm  # here: importing it imports numba, which the python backend never needs
 
         namespace.update({name: getattr(gemm, name) for name in GEMM_FUNCTIONS})
     exec(compile(source, filename, "exec"), namespace)

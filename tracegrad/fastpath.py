@@ -67,6 +67,12 @@ def known_signature_call(key: tuple, entry) -> Callable | None:
     if not all(visit(argument, structure) for argument, structure in zip(arguments, key)):
         return None
     consts = "*consts, " if entry.consts else ""
-    lines.append(f"return finish(entry.function({consts}{', '.join(leaves)}))")  # the function changes once numba is done
+    call = f"entry.function({consts}{', '.join(leaves)})"  # the function changes once numba is done
+    if entry.finish_expression is None:
+        lines.append(f"return finish({call})")
+    else:  # the results' tree built here, not by a call of `finish`
+        text, kinds = entry.finish_expression
+        namespace.update(kinds)
+        lines += [f"outputs = {call}", f"return {text}"]
     exec("def call_known(args):\n" + "".join(f"    {line}\n" for line in lines), namespace)
     return namespace["call_known"]

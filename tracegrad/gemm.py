@@ -19,7 +19,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
 from . import disk_cache
-from .codegen import jit_compile
+from .numba_jit import jit_compile
 
 MR, NR = 6, 16  # the micro-kernel's block of C: 6 rows by 2 vectors of 8
 KC = 256  # the shared dimension in chunks of 256: a packed panel of B (256 × 16) is 32 KB, in L1

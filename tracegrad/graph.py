@@ -9,9 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import ad, trace
+from . import ad
 from .api import Signature, trace_function
-from .ir import Namer, Var
+from .core import aval_of, current_interpreter, eval_program, read, set_interpreter
+from .ir import Aval, ClosedProgram, Namer, Var
 
 
 def summary(value) -> str:
@@ -29,6 +30,24 @@ def escape(text: str) -> str:
         .replace("|", "\\|").replace("<", "\\<").replace(">", "\\>")
 
 
+def values_and_gradients(closed: ClosedProgram, leaves: list) -> tuple[dict, dict]:
+    """Every Var's value, and, for a float scalar output, every Var's gradient (empty if none has one).
+
+    The program is evaluated under reverse mode, so each value is a node of its tape."""
+    program = closed.program
+    interpreter = ad.ReverseInterpreter(current_interpreter())
+    inputs = [interpreter.new_input(x) if aval_of(x).dtype == "f64" else x for x in leaves]
+    with set_interpreter(interpreter):
+        env = eval_program(closed, inputs)
+    values = {var: interpreter.primal(value) for var, value in env.items()}
+    (output, *others) = [read(env, x) for x in program.outputs] or [None]
+    if others or not interpreter.owns(output) or output.aval != Aval(()):
+        return values, {}
+    cotangents = interpreter.backward([(output.node, 1.0)])
+    return values, {var: cotangents[value.node] for var, value in env.items()
+                    if interpreter.owns(value) and value.node in cotangents}
+
+
 def to_dot(fun: Callable) -> Callable[..., str]:
     """A function giving the DOT text of `fun` traced on its arguments.
 
@@ -41,12 +60,8 @@ def to_dot(fun: Callable) -> Callable[..., str]:
         traced, _ = trace_function(fun, (), signature)
         program = traced.program
         leaves = [float(x) if isinstance(x, int) else x for x in signature.leaves]
-        values, _ = trace.replay(program, traced.consts, leaves)
-        gradients = {}
-        if len(program.outputs) == 1 and program.outputs[0].aval.shape == () \
-                and program.outputs[0].aval.dtype == "f64":
-            gradients = ad.backward(program, values, {}, [1.0], list(program.inputs))
-        name = Namer()
+        values, gradients = values_and_gradients(traced, leaves)
+        name = Namer.of(program)
         lines = ["digraph program {", "  rankdir=LR;", '  node [fontname="monospace"];']
 
         def value_node(var: Var) -> str:
@@ -60,7 +75,7 @@ def to_dot(fun: Callable) -> Callable[..., str]:
             value_node(var)
         for index, op in enumerate(program.ops):
             params = ",".join(f"{k}={v}" for k, v in op.params)
-            label = " ".join([op.primitive + (f"[{params}]" if params else "")] + [name(x) for x in op.inputs])
+            label = " ".join([op.primitive.name + (f"[{params}]" if params else "")] + [name(x) for x in op.inputs])
             lines.append(f'  op{index} [shape=oval, label="{escape(label)}"];')
             for x in op.inputs:
                 if isinstance(x, Var):

@@ -1,7 +1,8 @@
 """The IR: a Program is an immutable list of ops over typed variables.
 
 Every pass (tracing, AD, dead-code elimination) builds a new Program; nothing mutates one.
-`str(program)` prints it like a jaxpr, one op per line; docs/ir.md holds the grammar.
+`str(program)` prints it like a jaxpr, one op per line; docs/ir.md holds the grammar. An op
+applies a Primitive, whose rules are entries of tables keyed by it (tracegrad.core).
 """
 from __future__ import annotations
 
@@ -55,23 +56,64 @@ class Literal:
 
 
 Atom = Var | Literal
-SourceLine = tuple[str, int]  # (file name, line number) of the user's code
+
+
+@attrs.frozen
+class Source:
+    """Where the user's code made an op: the file, the line, and the expression's text when Python
+    knows it (from the code's table of positions: `tnp.sin(3 * b)`, `a**0.5`)."""
+
+    file: str
+    line: int
+    expression: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@attrs.frozen
+class Neutral:
+    """A literal `value` at one of `positions` leaves the other operand unchanged: `x * 1.0` is `x`."""
+
+    value: float
+    positions: tuple[int, ...]
+
+
+@attrs.frozen(eq=False)
+class Primitive:
+    """An operation of the IR: its name, and the traits that passes read.
+
+    Its rules are entries of tables keyed by it: `tracegrad.core` holds one table per
+    transformation (abstract evaluation, NumPy impl, VJP, ...), `tracegrad.lowering` the code
+    generator's. `tracegrad/primitives.py` fills them, one paragraph per primitive.
+    """
+
+    name: str
+    # out[i] = f(x[i], y[i], ...), each input read at NumPy's broadcast index: a fused loop can compute it
+    elementwise: bool = False
+    # False for piecewise-constant or stopped values (comparisons, sign, stop_gradient): no cotangent flows back
+    differentiable: bool = True
+    neutral: Neutral | None = None
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 @attrs.frozen
 class Op:
-    """One equation: `out = primitive[params] inputs`, remembering which user line made it.
+    """One equation: `out = primitive[params] inputs`, remembering the user's code that made it.
 
-    An op of an adjoint program also points at the forward op it differentiates, so the
-    generated source can say so in a comment.
+    An op of an adjoint keeps the source of the forward op it differentiates, and the name of
+    that op's primitive in `adjoint_of`, both captured when the adjoint is built: the generated
+    source's comments (`# Grad of: a**0.5`) and debug_nans' messages are made from them.
     """
 
-    primitive: str
+    primitive: Primitive
     inputs: tuple[Atom, ...]
     out: Var
     params: tuple[tuple[str, object], ...] = ()
-    source: SourceLine | None = attrs.field(default=None, eq=False)
-    adjoint_of: Op | None = attrs.field(default=None, eq=False, repr=False)
+    source: Source | None = attrs.field(default=None, eq=False)
+    adjoint_of: str | None = attrs.field(default=None, eq=False)
 
     @property
     def param(self) -> dict:
@@ -89,6 +131,14 @@ class Program:
 
     def __str__(self) -> str:
         return print_program(self)
+
+
+@attrs.frozen(eq=False)
+class ClosedProgram:
+    """A Program and the values of its constvars (arrays, or traced values of an enclosing trace)."""
+
+    program: Program
+    consts: tuple
 
 
 # -- names and the printer ---------------------------------------------------------------
@@ -113,11 +163,21 @@ def variable_names():
 
 
 class Namer:
-    """Gives each Var a name in order of first appearance."""
+    """Gives each Var a name, in order of first appearance: `Namer.of(program)` names a program's
+    binders, then each op's output in op order, as the printer and the generated source show them."""
 
     def __init__(self):
         self.names: dict[Var, str] = {}
         self.fresh = variable_names()
+
+    @classmethod
+    def of(cls, program: Program) -> Namer:
+        namer = cls()
+        for var in program.constvars + program.inputs:
+            namer(var)
+        for op in program.ops:
+            namer(op.out)
+        return namer
 
     def __call__(self, atom: Atom) -> str:
         if isinstance(atom, Literal):
@@ -138,7 +198,7 @@ def format_param(value) -> str:
 
 
 def print_program(program: Program) -> str:
-    name = Namer()
+    name = Namer.of(program)
     binders = lambda variables: " ".join(f"{name(v)}:{v.aval}" for v in variables)
     head = binders(program.constvars) + " ; " if program.constvars else ""
     head += binders(program.inputs)
@@ -147,46 +207,10 @@ def print_program(program: Program) -> str:
         params = ",".join(f"{k}={format_param(v)}" for k, v in op.params)
         params = f"[{params}]" if params else ""
         args = " ".join(name(x) for x in op.inputs)
-        lines.append(f"    {name(op.out)}:{op.out.aval} = {op.primitive}{params} {args}")
+        lines.append(f"    {name(op.out)}:{op.out.aval} = {op.primitive.name}{params} {args}")
     lines.append(f"  in ( {' '.join(name(x) for x in program.outputs)} ) }}")
     return "\n".join(lines)
 
 
-# -- the type checker --------------------------------------------------------------------
-
-
 class IRTypeError(Exception):
     """A Program that breaks the IR's rules; always a bug in a pass, never the user's."""
-
-
-def typecheck(program: Program) -> None:
-    """Check that every Var is defined once before use and every op's type follows its rule."""
-    from .primitives import PRIMITIVES
-
-    defined: set[Var] = set()
-
-    def define(var: Var, where: str) -> None:
-        if not isinstance(var, Var):
-            raise IRTypeError(f"{where}: {var!r} is not a Var")
-        if var in defined:
-            raise IRTypeError(f"{where}: a Var is defined twice")
-        defined.add(var)
-
-    def check_use(atom: Atom, where: str) -> None:
-        if isinstance(atom, Var) and atom not in defined:
-            raise IRTypeError(f"{where}: a Var is used before it is defined")
-
-    for var in program.constvars + program.inputs:
-        define(var, "binders")
-    for index, op in enumerate(program.ops):
-        where = f"op {index} ({op.primitive})"
-        if op.primitive not in PRIMITIVES:
-            raise IRTypeError(f"{where}: unknown primitive")
-        for atom in op.inputs:
-            check_use(atom, where)
-        expected = PRIMITIVES[op.primitive].shape_rule(*(x.aval for x in op.inputs), **op.param)
-        if expected != op.out.aval:
-            raise IRTypeError(f"{where}: output is {op.out.aval}, its rule gives {expected}")
-        define(op.out, where)
-    for atom in program.outputs:
-        check_use(atom, "outputs")

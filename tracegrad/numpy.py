@@ -1,8 +1,10 @@
 """tracegrad.numpy (`import tracegrad.numpy as tnp`): NumPy's API on traced values.
 
-Each function stages primitives when given a Tracer and simply computes with NumPy when
-given floats and arrays, so a loss function written with tnp can be called directly.
-NumPy's own functions called on tracers (`np.tanh(t)`, `np.dot(x, W)`) come here too.
+Each function binds primitives, so it does what the current interpreter does: outside any
+transformation it computes with NumPy, so a loss function written with tnp can be called
+directly. NumPy's own functions called on tracers (`np.tanh(t)`, `np.dot(x, W)`) come here
+too, and so do a tracer's operators and methods (`x + y`, `x.sum()`), set at the end of this
+module.
 """
 from __future__ import annotations
 
@@ -10,8 +12,11 @@ import builtins
 
 import numpy as np
 
+from . import primitives as prims
+from .core import Tracer, as_traceable_array, bind
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
-from .trace import Tracer, as_traceable_array, bind, user_source_line, where_text
+from .ir import Primitive
+from .source_info import user_source, where_text
 
 # array constants: these build concrete NumPy arrays, which traced code uses as constants
 array, asarray, zeros, ones, full, arange, eye, linspace = (
@@ -30,52 +35,52 @@ def ndim(x) -> int:
 
 # -- elementwise -------------------------------------------------------------------------
 
-def exp(x): return bind("exp", x)
-def log(x): return bind("log", x)
-def tanh(x): return bind("tanh", x)
-def sin(x): return bind("sin", x)
-def cos(x): return bind("cos", x)
-def sqrt(x): return bind("sqrt", x)
-def abs(x): return bind("abs", x)
-def sign(x): return bind("sign", x)
-def negative(x): return bind("neg", x)
-def add(x, y): return bind("add", x, y)
-def subtract(x, y): return bind("sub", x, y)
-def multiply(x, y): return bind("mul", x, y)
-def divide(x, y): return bind("div", x, y)
-def power(x, y): return bind("pow", x, y)
-def maximum(x, y): return bind("maximum", x, y)
-def minimum(x, y): return bind("minimum", x, y)
-def greater(x, y): return bind("gt", x, y)
-def less(x, y): return bind("lt", x, y)
-def greater_equal(x, y): return bind("ge", x, y)
-def less_equal(x, y): return bind("le", x, y)
-def equal(x, y): return bind("eq", x, y)
-def not_equal(x, y): return bind("ne", x, y)
+def exp(x): return bind(prims.exp_p, x)
+def log(x): return bind(prims.log_p, x)
+def tanh(x): return bind(prims.tanh_p, x)
+def sin(x): return bind(prims.sin_p, x)
+def cos(x): return bind(prims.cos_p, x)
+def sqrt(x): return bind(prims.sqrt_p, x)
+def abs(x): return bind(prims.abs_p, x)
+def sign(x): return bind(prims.sign_p, x)
+def negative(x): return bind(prims.neg_p, x)
+def add(x, y): return bind(prims.add_p, x, y)
+def subtract(x, y): return bind(prims.sub_p, x, y)
+def multiply(x, y): return bind(prims.mul_p, x, y)
+def divide(x, y): return bind(prims.div_p, x, y)
+def power(x, y): return bind(prims.pow_p, x, y)
+def maximum(x, y): return bind(prims.maximum_p, x, y)
+def minimum(x, y): return bind(prims.minimum_p, x, y)
+def greater(x, y): return bind(prims.gt_p, x, y)
+def less(x, y): return bind(prims.lt_p, x, y)
+def greater_equal(x, y): return bind(prims.ge_p, x, y)
+def less_equal(x, y): return bind(prims.le_p, x, y)
+def equal(x, y): return bind(prims.eq_p, x, y)
+def not_equal(x, y): return bind(prims.ne_p, x, y)
 
 
 def stop_gradient(x):
     """x, as a constant to differentiation: no gradient flows back through it (JAX's lax.stop_gradient)."""
-    return bind("stop_gradient", x)
+    return bind(prims.stop_gradient_p, x)
 
 
 def square(x):
-    return bind("mul", x, x)
+    return bind(prims.mul_p, x, x)
 
 
 def where(condition, x, y):
     """Elementwise `x if condition else y`; the cotangent goes only to the branch taken."""
     if isinstance(condition, Tracer) and condition.aval.dtype != "bool":
         condition = condition != 0
-    return bind("where", condition, x, y)
+    return bind(prims.where_p, condition, x, y)
 
 
 def zeros_like(x):
-    return np.zeros(shape(x))
+    return bind(prims.broadcast_to_p, 0.0, shape=shape(x))
 
 
 def ones_like(x):
-    return np.ones(shape(x))
+    return bind(prims.broadcast_to_p, 1.0, shape=shape(x))
 
 
 # -- reductions --------------------------------------------------------------------------
@@ -87,11 +92,11 @@ def normalize_axes(axis, rank: int) -> tuple[int, ...]:
     for a in axes:
         if not -rank <= a < rank:
             raise ShapeError(f"axis {a} is out of range for a value of rank {rank} "
-                             f"(at {where_text(user_source_line())})")
+                             f"(at {where_text(user_source())})")
     return tuple(sorted(int(a) % rank for a in axes))
 
 
-def reduce(primitive: str, x, axis, keepdims: bool):
+def reduce(primitive: Primitive, x, axis, keepdims: bool):
     in_shape = shape(x)
     axes = normalize_axes(axis, len(in_shape))
     if not axes:
@@ -103,15 +108,15 @@ def reduce(primitive: str, x, axis, keepdims: bool):
 
 
 def sum(x, axis=None, keepdims=False):
-    return reduce("reduce_sum", x, axis, keepdims)
+    return reduce(prims.reduce_sum_p, x, axis, keepdims)
 
 
 def max(x, axis=None, keepdims=False):
-    return reduce("reduce_max", x, axis, keepdims)
+    return reduce(prims.reduce_max_p, x, axis, keepdims)
 
 
 def min(x, axis=None, keepdims=False):
-    return -reduce("reduce_max", -x, axis, keepdims)
+    return -reduce(prims.reduce_max_p, -x, axis, keepdims)
 
 
 def mean(x, axis=None, keepdims=False):
@@ -130,11 +135,11 @@ def reshape(x, new_shape):
         size = int(np.prod(in_shape))
         if known == 0 or size % known:
             raise ShapeError(f"reshape: cannot reshape {in_shape} into {new_shape} "
-                             f"(at {where_text(user_source_line())})")
+                             f"(at {where_text(user_source())})")
         new_shape = tuple(size // known if n == -1 else n for n in new_shape)
     if new_shape == tuple(in_shape):
         return x
-    return bind("reshape", x, shape=new_shape)
+    return bind(prims.reshape_p, x, shape=new_shape)
 
 
 def transpose(x, axes=None):
@@ -142,15 +147,15 @@ def transpose(x, axes=None):
     perm = tuple(reversed(range(rank))) if axes is None else tuple(int(a) % rank for a in axes)
     if sorted(perm) != list(range(rank)):
         raise ShapeError(f"transpose: {axes} is not a permutation of the axes of a value of rank {rank} "
-                         f"(at {where_text(user_source_line())}); give each axis 0..{rank - 1} once")
+                         f"(at {where_text(user_source())}); give each axis 0..{rank - 1} once")
     if perm == tuple(range(rank)):
         return x
-    return bind("transpose", x, perm=perm)
+    return bind(prims.transpose_p, x, perm=perm)
 
 
 def broadcast_to(x, new_shape):
     new_shape = tuple(new_shape)
-    return x if shape(x) == new_shape else bind("broadcast_to", x, shape=new_shape)
+    return x if shape(x) == new_shape else bind(prims.broadcast_to_p, x, shape=new_shape)
 
 
 def expand_dims(x, axis: int):
@@ -165,14 +170,14 @@ def stack(values, axis=0):
     item_shape = shape(values[0])
     if builtins.any(shape(v) != item_shape for v in values):
         raise ShapeError(f"stack: values of different shapes {[shape(v) for v in values]} "
-                         f"(at {where_text(user_source_line())}); stack needs values of one shape")
+                         f"(at {where_text(user_source())}); stack needs values of one shape")
     if not builtins.any(isinstance(v, Tracer) for v in values):
         return np.stack(values, axis)
     out_shape = (len(values),) + tuple(item_shape)
     total = 0.0
     for i, v in enumerate(values):
         index = ((i, i + 1, 1),) + tuple((0, n, 1) for n in item_shape)
-        total = total + bind("pad", reshape(v, (1,) + tuple(item_shape)), shape=out_shape, index=index)
+        total = total + bind(prims.pad_p, reshape(v, (1,) + tuple(item_shape)), shape=out_shape, index=index)
     return moveaxis(total, 0, axis)
 
 
@@ -189,10 +194,10 @@ def matmul(x, y):
     x_shape, y_shape = shape(x), shape(y)
     if not (1 <= len(x_shape) <= 2 and 1 <= len(y_shape) <= 2):
         raise ShapeError(f"matmul: supports 1-d and 2-d operands, got shapes {x_shape} and {y_shape} "
-                         f"(at {where_text(user_source_line())})")
+                         f"(at {where_text(user_source())})")
     x2 = reshape(x, (1, x_shape[0])) if len(x_shape) == 1 else x
     y2 = reshape(y, (y_shape[0], 1)) if len(y_shape) == 1 else y
-    out = bind("matmul", x2, y2)
+    out = bind(prims.matmul_p, x2, y2)
     out_shape = x_shape[:-1] + y_shape[1:]
     return reshape(out, out_shape)
 
@@ -222,7 +227,7 @@ def getitem(x, index):
 def expand_ellipsis(index: tuple, rank: int) -> tuple:
     used = builtins.sum(1 for item in index if item is not None and item is not Ellipsis)
     if index.count(Ellipsis) > 1:
-        raise IndexingError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source_line())})")
+        raise IndexingError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source())})")
     if Ellipsis in index:
         at = index.index(Ellipsis)
         return index[:at] + (slice(None),) * (rank - used) + index[at + 1:]
@@ -233,7 +238,7 @@ def basic_index(x, index):
     in_shape = shape(x)
     index = expand_ellipsis(index, len(in_shape))
     if builtins.sum(1 for item in index if item is not None) > len(in_shape):
-        raise IndexingError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source_line())})")
+        raise IndexingError(f"too many indices for a value of shape {in_shape} (at {where_text(user_source())})")
     triples, out_shape, axis = [], [], 0
     for item in index:
         if item is None:
@@ -247,13 +252,13 @@ def basic_index(x, index):
         elif isinstance(item, (int, np.integer)):
             if not -n <= item < n:
                 raise IndexingError(f"index {item} is out of bounds for axis {axis} of size {n} "
-                                 f"(at {where_text(user_source_line())})")
+                                 f"(at {where_text(user_source())})")
             triples.append((int(item) % n, int(item) % n + 1, 1))
         else:
-            raise IndexingError(f"tracegrad cannot index with {item!r} (at {where_text(user_source_line())})")
+            raise IndexingError(f"tracegrad cannot index with {item!r} (at {where_text(user_source())})")
         axis += 1
     if builtins.any(t != (0, n, 1) for t, n in zip(triples, in_shape)):
-        x = bind("slice", x, index=tuple(triples))
+        x = bind(prims.slice_p, x, index=tuple(triples))
     return reshape(x, tuple(out_shape))
 
 
@@ -265,10 +270,10 @@ def gather(x, index):
     arrays = [np.asarray(item) if isinstance(item, list) else item for item in index[:k]]
     if k > len(in_shape) or not builtins.all(isinstance(a, (Tracer, np.ndarray, int, np.integer)) for a in arrays):
         raise IndexingError(f"tracegrad supports integer-array indexing only on the leading axes, "
-                         f"followed by ':' (got {index!r} at {where_text(user_source_line())})")
+                         f"followed by ':' (got {index!r} at {where_text(user_source())})")
     for a in arrays:
         if isinstance(a, (Tracer, np.ndarray)) and a.dtype.kind not in "iu":
-            raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source_line())}); "
+            raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source())}); "
                              "for a boolean mask use tnp.where(mask, x, 0.0)")
     indices = [as_index(a) for a in arrays]
     for axis, index in enumerate(indices):
@@ -277,7 +282,7 @@ def gather(x, index):
     index_shape = tuple(np.broadcast_shapes(*(shape(i) for i in indices)))
     size = int(np.prod(index_shape))
     flat = [reshape(broadcast_to(i, index_shape), (size,)) for i in indices]
-    out = bind("gather", x, *flat)
+    out = bind(prims.gather_p, x, *flat)
     return reshape(out, index_shape + tuple(in_shape[k:]))
 
 
@@ -290,7 +295,7 @@ def check_in_bounds(index: np.ndarray, size: int, axis: int) -> None:
     outside = index[(index < -size) | (index >= size)]
     if outside.size:
         raise IndexingError(f"index {outside.flat[0]} is out of bounds for axis {axis} of size {size} "
-                            f"(at {where_text(user_source_line())})")
+                            f"(at {where_text(user_source())})")
 
 
 # -- NumPy's dispatch protocols ----------------------------------------------------------
@@ -313,7 +318,7 @@ FUNCTIONS = {
 
 def unsupported(name: str) -> UnsupportedNumpyFunctionError:
     return UnsupportedNumpyFunctionError(
-        f"NumPy's {name} is not supported on traced values (at {where_text(user_source_line())}). "
+        f"NumPy's {name} is not supported on traced values (at {where_text(user_source())}). "
         f"tracegrad.numpy supports: {', '.join(sorted(f.__name__ for f in FUNCTIONS))}, and the ufuncs "
         f"{', '.join(sorted(u.__name__ for u in UFUNCS))}.")
 
@@ -330,3 +335,44 @@ def dispatch_function(func, args, kwargs):
         raise unsupported(f"np.{func.__name__}")
     return FUNCTIONS[func](*args, **kwargs)
 
+
+
+# -- a tracer's operators and methods --------------------------------------------------------
+# core.Tracer, below this module, has no arithmetic of its own: its operators and NumPy-style
+# methods are this module's functions, set on it here (as JAX sets its array methods on its Tracer).
+
+def _reshape_method(x, *new_shape):
+    return reshape(x, new_shape[0] if len(new_shape) == 1 else new_shape)
+
+
+def _transpose_method(x, *axes):
+    return transpose(x, axes[0] if len(axes) == 1 else (axes or None))
+
+
+TRACER_METHODS = {
+    # arithmetic, as in micrograd's Value
+    "__add__": add, "__radd__": lambda x, y: add(y, x),
+    "__sub__": subtract, "__rsub__": lambda x, y: subtract(y, x),
+    "__mul__": multiply, "__rmul__": lambda x, y: multiply(y, x),
+    "__truediv__": divide, "__rtruediv__": lambda x, y: divide(y, x),
+    "__pow__": power, "__rpow__": lambda x, y: power(y, x),
+    "__matmul__": matmul, "__rmatmul__": lambda x, y: matmul(y, x),
+    "__neg__": negative, "__pos__": lambda x: x, "__abs__": abs,
+    # comparisons give boolean values, usable in tnp.where
+    "__gt__": greater, "__lt__": less, "__ge__": greater_equal, "__le__": less_equal,
+    "__eq__": equal, "__ne__": not_equal,
+    # micrograd's methods
+    "exp": exp, "log": log, "tanh": tanh, "relu": lambda x: where(x > 0.0, x, 0.0),
+    # NumPy's array methods
+    "sum": lambda x, axis=None, keepdims=False: sum(x, axis, keepdims=keepdims),
+    "mean": lambda x, axis=None, keepdims=False: mean(x, axis, keepdims=keepdims),
+    "max": lambda x, axis=None, keepdims=False: max(x, axis, keepdims=keepdims),
+    "min": lambda x, axis=None, keepdims=False: min(x, axis, keepdims=keepdims),
+    "transpose": _transpose_method, "reshape": _reshape_method, "dot": dot,
+    "T": property(transpose), "__getitem__": getitem,
+    # NumPy's own functions called on tracers
+    "__array_ufunc__": lambda x, ufunc, method, *inputs, **kwargs: dispatch_ufunc(ufunc, method, inputs, kwargs),
+    "__array_function__": lambda x, func, types, args, kwargs: dispatch_function(func, args, kwargs),
+}
+for _name, _method in TRACER_METHODS.items():
+    setattr(Tracer, _name, _method)

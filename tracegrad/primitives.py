@@ -1,58 +1,25 @@
-"""The primitive registry: one paragraph per primitive.
+"""The primitives: one paragraph each, filling the rule tables of tracegrad.core.
 
-Each paragraph holds, side by side:
-  shape rule  input avals (and static params) -> output aval
-  impl        NumPy on concrete values (used outside tracing)
-  emit        generated source: a template over the input names and params, or a function
-              returning an expression or the lines that assign `out`
-  vjp         (g, out, *inputs, **params) -> one cotangent per input, None where there is none
-  neutral     optionally (value, positions): a literal `value` at one of those positions leaves
-              the other operand unchanged (`x * 1.0`, `0.0 + x`), so bind skips the op
-  scalar      for elementwise primitives, the template of one element, used inside fused loops
-              (`elementwise=True` takes the emit template)
-  numpy_emit  for the python backend, where numba's emit is a loop: the same op in NumPy calls
-  simd_ufunc  the NumPy ufunc whose vectorised loop beats numba's per-element libm call; large
-              arrays are computed by it (in numba's object mode) instead of in a fused loop
+A paragraph makes the Primitive (its name and traits) and gives its entry in each table:
 
-VJP rules build IR by calling primitives on tracers, never strings. A cotangent may have the
-broadcast shape of the output; the AD pass sums it back to its input's shape.
+    abstract_eval_rules  input avals (and static params) -> output aval
+    impl_rules           NumPy on concrete values
+    vjp_rules            (g, out, *inputs, **params) -> one cotangent per input, None where none
+                         flows; a primitive with `differentiable=False` has no entry
+
+VJP rules build IR by binding primitives, never strings: under reverse mode `g`, `out` and the
+inputs are the values of the enclosing interpreter (traced values, or numbers), so the adjoint
+is a program like any other. A cotangent may have the broadcast shape of the output; the AD
+pass sums it back to its input's shape. How the code generator writes each primitive is its
+entry in `tracegrad.lowering.rules`.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-import attrs
 import numpy as np
 
-from . import trace
+from .core import abstract_eval_rules, bind, impl_rules, vjp_rules
 from .errors import ShapeError
-from .ir import DTYPES, Aval, Op
-
-bind = trace.bind  # stage a primitive on tracers, or evaluate it on concrete values
-
-
-@attrs.frozen
-class Primitive:
-    name: str
-    shape_rule: Callable[..., Aval]
-    impl: Callable
-    emit: str | Callable[..., str | list[str]]
-    vjp: Callable
-    neutral: tuple[float, tuple[int, ...]] | None = None
-    scalar: str | None = None
-    numpy_emit: str | Callable[..., str | list[str]] | None = None
-    simd_ufunc: str | None = None
-    libm_call: bool = False  # its scalar form calls libm: 5-15 ns per element in numba, worth threads sooner
-
-
-PRIMITIVES: dict[str, Primitive] = {}
-
-
-def register(name, shape_rule, impl, emit, vjp, neutral=None, elementwise=False, scalar=None,
-             numpy_emit=None, simd_ufunc=None, libm_call=False) -> None:
-    PRIMITIVES[name] = Primitive(name, shape_rule, impl, emit, vjp, neutral, scalar or (emit if elementwise else None),
-                                 numpy_emit, simd_ufunc, libm_call)
-
+from .ir import DTYPES, Aval, Neutral, Primitive
 
 # -- shared shape rules ------------------------------------------------------------------
 
@@ -81,141 +48,151 @@ def arithmetic(name):
     return lambda *avals: Aval(broadcast_shapes(name, *avals), promote(*avals))
 
 
-def comparison(name):
-    return lambda x, y: Aval(broadcast_shapes(name, x, y), "bool")
-
-
-def numpy_dtype(dtype: str) -> str:
-    return {"f64": "np.float64", "i64": "np.int64", "bool": "np.bool_"}[dtype]
+def float_binary(name):
+    return lambda x, y: Aval(broadcast_shapes(name, x, y), "f64")
 
 
 # -- elementwise arithmetic --------------------------------------------------------------
 
 # neg: -x
-register("neg", arithmetic("neg"), np.negative, "-{0}",
-         lambda g, out, x: (-g,), elementwise=True)
+neg_p = Primitive("neg", elementwise=True)
+abstract_eval_rules[neg_p] = arithmetic("neg")
+impl_rules[neg_p] = np.negative
+vjp_rules[neg_p] = lambda g, out, x: (-g,)
 
 # add: x + y
-register("add", arithmetic("add"), np.add, "{0} + {1}",
-         lambda g, out, x, y: (g, g), neutral=(0.0, (0, 1)), elementwise=True)
+add_p = Primitive("add", elementwise=True, neutral=Neutral(0.0, (0, 1)))
+abstract_eval_rules[add_p] = arithmetic("add")
+impl_rules[add_p] = np.add
+vjp_rules[add_p] = lambda g, out, x, y: (g, g)
 
 # sub: x - y
-register("sub", arithmetic("sub"), np.subtract, "{0} - {1}",
-         lambda g, out, x, y: (g, -g), neutral=(0.0, (1,)), elementwise=True)
+sub_p = Primitive("sub", elementwise=True, neutral=Neutral(0.0, (1,)))
+abstract_eval_rules[sub_p] = arithmetic("sub")
+impl_rules[sub_p] = np.subtract
+vjp_rules[sub_p] = lambda g, out, x, y: (g, -g)
 
 # mul: x * y
-register("mul", arithmetic("mul"), np.multiply, "{0} * {1}",
-         lambda g, out, x, y: (g * y, g * x), neutral=(1.0, (0, 1)), elementwise=True)
+mul_p = Primitive("mul", elementwise=True, neutral=Neutral(1.0, (0, 1)))
+abstract_eval_rules[mul_p] = arithmetic("mul")
+impl_rules[mul_p] = np.multiply
+vjp_rules[mul_p] = lambda g, out, x, y: (g * y, g * x)
 
 # div: x / y (true division, always float)
-register("div", lambda x, y: Aval(broadcast_shapes("div", x, y), "f64"), np.true_divide, "{0} / {1}",
-         lambda g, out, x, y: (g / y, -g * out / y), neutral=(1.0, (1,)), elementwise=True)
+div_p = Primitive("div", elementwise=True, neutral=Neutral(1.0, (1,)))
+abstract_eval_rules[div_p] = float_binary("div")
+impl_rules[div_p] = np.true_divide
+vjp_rules[div_p] = lambda g, out, x, y: (g / y, -g * out / y)
+
 
 def pow_vjp(g, out, x, y):
     # d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
     # x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
-    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. A concrete
-    # operand (a literal, a constant array) has no cotangent, and a where on it is computed now, so
-    # the adjoint of `x ** 2.5` is still two ops (pow, mul): no compare and no where
-    x_cotangent = y_cotangent = None
-    if isinstance(x, trace.Tracer):
-        x_cotangent = g * y * x ** (bind("where", y == 0.0, 1.0, y) - 1.0)
-    if isinstance(y, trace.Tracer):
-        y_cotangent = g * bind("log", bind("where", x == 0.0, 1.0, x)) * out
+    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. For a
+    # literal exponent the compare and the where are folded while tracing, so the adjoint of
+    # `x ** 2.5` is two ops (pow, mul); the cotangent of an operand that needs none is dead code
+    x_cotangent = g * y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
+    y_cotangent = g * bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
     return x_cotangent, y_cotangent
 
 
 # pow: x ** y; d/dx = y x^(y-1) (0 where y == 0), d/dy = log(x) x^y (0 where x == 0)
-register("pow", lambda x, y: Aval(broadcast_shapes("pow", x, y), "f64"), np.power, "{0} ** {1}", pow_vjp,
-         neutral=(1.0, (1,)), elementwise=True, libm_call=True)
+pow_p = Primitive("pow", elementwise=True, neutral=Neutral(1.0, (1,)))
+abstract_eval_rules[pow_p] = float_binary("pow")
+impl_rules[pow_p] = np.power
+vjp_rules[pow_p] = pow_vjp
 
 # maximum: ties split the cotangent evenly, as in JAX
-register("maximum", arithmetic("maximum"), np.maximum, "np.maximum({0}, {1})",
-         lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y))),
-         elementwise=True)
+maximum_p = Primitive("maximum", elementwise=True)
+abstract_eval_rules[maximum_p] = arithmetic("maximum")
+impl_rules[maximum_p] = np.maximum
+vjp_rules[maximum_p] = lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y)))
 
 # minimum: ties split the cotangent evenly
-register("minimum", arithmetic("minimum"), np.minimum, "np.minimum({0}, {1})",
-         lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y))),
-         elementwise=True)
+minimum_p = Primitive("minimum", elementwise=True)
+abstract_eval_rules[minimum_p] = arithmetic("minimum")
+impl_rules[minimum_p] = np.minimum
+vjp_rules[minimum_p] = lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y)))
 
 # -- elementwise functions ---------------------------------------------------------------
 
 # exp: d/dx e^x = e^x
-register("exp", float_unary, np.exp, "np.exp({0})",
-         lambda g, out, x: (g * out,),
-         elementwise=True, simd_ufunc="np.exp", libm_call=True)
+exp_p = Primitive("exp", elementwise=True)
+abstract_eval_rules[exp_p] = float_unary
+impl_rules[exp_p] = np.exp
+vjp_rules[exp_p] = lambda g, out, x: (g * out,)
 
 # log: d/dx log x = 1/x
-register("log", float_unary, np.log, "np.log({0})",
-         lambda g, out, x: (g / x,),
-         elementwise=True, simd_ufunc="np.log", libm_call=True)
+log_p = Primitive("log", elementwise=True)
+abstract_eval_rules[log_p] = float_unary
+impl_rules[log_p] = np.log
+vjp_rules[log_p] = lambda g, out, x: (g / x,)
 
 # tanh: d/dx tanh x = 1 - tanh^2 x
-register("tanh", float_unary, np.tanh, "np.tanh({0})",
-         lambda g, out, x: (g * (1.0 - out * out),),
-         elementwise=True, simd_ufunc="np.tanh", libm_call=True)
+tanh_p = Primitive("tanh", elementwise=True)
+abstract_eval_rules[tanh_p] = float_unary
+impl_rules[tanh_p] = np.tanh
+vjp_rules[tanh_p] = lambda g, out, x: (g * (1.0 - out * out),)
 
 # sin: d/dx sin x = cos x
-register("sin", float_unary, np.sin, "np.sin({0})",
-         lambda g, out, x: (g * bind("cos", x),), elementwise=True, libm_call=True)
+sin_p = Primitive("sin", elementwise=True)
+abstract_eval_rules[sin_p] = float_unary
+impl_rules[sin_p] = np.sin
+vjp_rules[sin_p] = lambda g, out, x: (g * bind(cos_p, x),)
 
 # cos: d/dx cos x = -sin x
-register("cos", float_unary, np.cos, "np.cos({0})",
-         lambda g, out, x: (-g * bind("sin", x),), elementwise=True, libm_call=True)
+cos_p = Primitive("cos", elementwise=True)
+abstract_eval_rules[cos_p] = float_unary
+impl_rules[cos_p] = np.cos
+vjp_rules[cos_p] = lambda g, out, x: (-g * bind(sin_p, x),)
 
 # sqrt: d/dx sqrt x = 1 / (2 sqrt x)
-register("sqrt", float_unary, np.sqrt, "np.sqrt({0})",
-         lambda g, out, x: (g * 0.5 / out,), elementwise=True)
+sqrt_p = Primitive("sqrt", elementwise=True)
+abstract_eval_rules[sqrt_p] = float_unary
+impl_rules[sqrt_p] = np.sqrt
+vjp_rules[sqrt_p] = lambda g, out, x: (g * 0.5 / out,)
 
 # abs: d/dx |x| = sign x
-register("abs", arithmetic("abs"), np.abs, "np.abs({0})",
-         lambda g, out, x: (g * bind("sign", x),), elementwise=True)
+abs_p = Primitive("abs", elementwise=True)
+abstract_eval_rules[abs_p] = arithmetic("abs")
+impl_rules[abs_p] = np.abs
+vjp_rules[abs_p] = lambda g, out, x: (g * bind(sign_p, x),)
 
-# sign: piecewise constant, so no cotangent flows through it
-register("sign", arithmetic("sign"), np.sign, "np.sign({0})",
-         lambda g, out, x: (None,), elementwise=True)
+# sign: -1, 0 or 1; piecewise constant, so no cotangent flows through it
+sign_p = Primitive("sign", elementwise=True, differentiable=False)
+abstract_eval_rules[sign_p] = arithmetic("sign")
+impl_rules[sign_p] = np.sign
 
 # stop_gradient: x itself, but no cotangent flows back through it
-register("stop_gradient", float_unary, lambda x: x, "{0}",
-         lambda g, out, x: (None,))
+stop_gradient_p = Primitive("stop_gradient", elementwise=True, differentiable=False)
+abstract_eval_rules[stop_gradient_p] = float_unary
+impl_rules[stop_gradient_p] = lambda x: np.asarray(x, np.float64) if np.ndim(x) else np.float64(x)
 
 # -- comparisons and selection -----------------------------------------------------------
 
-for _name, _ufunc, _symbol in [("gt", np.greater, ">"), ("lt", np.less, "<"), ("ge", np.greater_equal, ">="),
-                               ("le", np.less_equal, "<="), ("eq", np.equal, "=="), ("ne", np.not_equal, "!=")]:
-    # comparisons give booleans, which carry no cotangent
-    register(_name, comparison(_name), _ufunc, "{0} %s {1}" % _symbol,
-             lambda g, out, x, y: (None, None), elementwise=True)
+
+def comparison(name: str, ufunc) -> Primitive:
+    """A comparison: booleans, which carry no cotangent."""
+    primitive = Primitive(name, elementwise=True, differentiable=False)
+    abstract_eval_rules[primitive] = lambda x, y: Aval(broadcast_shapes(name, x, y), "bool")
+    impl_rules[primitive] = ufunc
+    return primitive
 
 
-def emit_where(out: str, ins: list[str], op: Op):
-    shape = op.out.aval.shape
-    if shape == ():
-        return f"{ins[1]} if {ins[0]} else {ins[2]}"
-    # a flat loop: numba's np.where takes seconds to compile
-    size, lines, flat = int(np.prod(shape)), [], []
-    for role, name, atom in zip("cxy", ins, op.inputs):
-        if atom.aval.shape == ():
-            flat.append(name)
-            continue
-        if atom.aval.shape != shape:
-            zeros = f"np.zeros({shape}, {numpy_dtype(atom.aval.dtype)})"
-            name = f"({name} != {zeros})" if atom.aval.dtype == "bool" else f"({name} + {zeros})"
-        lines.append(f"{out}_{role} = np.ascontiguousarray({name}).reshape({size})")
-        flat.append(f"{out}_{role}[_k]")
-    return lines + [f"{out}_flat = np.empty({size}, {numpy_dtype(op.out.aval.dtype)})",
-                    f"for _k in range({size}):",
-                    f"    {out}_flat[_k] = {flat[1]} if {flat[0]} else {flat[2]}",
-                    f"{out} = {out}_flat.reshape({shape})"]
+gt_p = comparison("gt", np.greater)  # x > y
+lt_p = comparison("lt", np.less)  # x < y
+ge_p = comparison("ge", np.greater_equal)  # x >= y
+le_p = comparison("le", np.less_equal)  # x <= y
+eq_p = comparison("eq", np.equal)  # x == y
+ne_p = comparison("ne", np.not_equal)  # x != y
 
+# where: cond ? x : y elementwise; the cotangent goes to the branch that was taken
+where_p = Primitive("where", elementwise=True)
+abstract_eval_rules[where_p] = lambda c, x, y: Aval(broadcast_shapes("where", c, x, y), promote(x, y))
+impl_rules[where_p] = np.where
+vjp_rules[where_p] = lambda g, out, c, x, y: (None, bind(where_p, c, g, 0.0), bind(where_p, c, 0.0, g))
 
-# where: cond ? x : y, the cotangent goes to the branch that was taken
-register("where", lambda c, x, y: Aval(broadcast_shapes("where", c, x, y), promote(x, y)), np.where, emit_where,
-         lambda g, out, c, x, y: (None, bind("where", c, g, 0.0), bind("where", c, 0.0, g)),
-         scalar="{1} if {0} else {2}", numpy_emit="np.where({0}, {1}, {2})")
-
-# -- shapes ------------------------------------------------------------------------------
+# -- reductions and shapes ---------------------------------------------------------------
 
 
 def keepdims_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
@@ -226,81 +203,32 @@ def reduced(x: Aval, axes: tuple[int, ...]) -> Aval:
     return Aval(tuple(n for i, n in enumerate(x.shape) if i not in axes), x.dtype)
 
 
-def contiguous_blocks(axes: tuple[int, ...]) -> list[tuple[int, int]]:
-    """Sorted axes as runs [start, stop) of consecutive axes."""
-    blocks: list[list[int]] = []
-    for axis in axes:
-        if blocks and blocks[-1][1] == axis:
-            blocks[-1][1] = axis + 1
-        else:
-            blocks.append([axis, axis + 1])
-    return [(start, stop) for start, stop in blocks]
+def broadcast_back(value, shape: tuple[int, ...], axes: tuple[int, ...]):
+    """A value reduced over `axes`, broadcast back to the `shape` it was reduced from."""
+    if len(axes) < len(shape):  # a number (reduced over every axis) broadcasts as it is
+        value = bind(reshape_p, value, shape=keepdims_shape(shape, axes))
+    return bind(broadcast_to_p, value, shape=shape)
 
 
-def emit_reduction(out: str, ins: list[str], op: Op, kind: str):
-    """Sum or max over axes, as loops over (before, reduced, after) blocks.
-
-    numba compiles `np.sum(x, axis=...)` in seconds and has no `np.max(x, axis=...)`; these
-    loops compile in well under one.
-    """
-    (x,), axes = op.inputs, op.param["axes"]
-    if len(axes) == x.aval.ndim:
-        return f"np.{kind}({ins[0]})"
-    dtype = numpy_dtype(op.out.aval.dtype)
-    lines, source, shape = [], ins[0], list(x.aval.shape)
-    for step, (start, stop) in enumerate(reversed(contiguous_blocks(axes))):
-        before, reduced, after = (int(np.prod(shape[:start])), int(np.prod(shape[start:stop])),
-                                  int(np.prod(shape[stop:])))
-        result = f"{out}_{step}"
-        lines.append(f"{result}_in = np.ascontiguousarray({source}).reshape(({before}, {reduced}, {after}))")
-        if after == 1:
-            lines += [f"{result} = np.empty({before}, {dtype})",
-                      f"for _i in range({before}):",
-                      f"    {result}[_i] = np.{kind}({result}_in[_i, :, 0])"]
-        elif kind == "sum":
-            lines += [f"{result} = np.zeros(({before}, {after}), {dtype})",
-                      f"for _i in range({before}):",
-                      f"    {result}_row = {result}[_i]",
-                      f"    for _r in range({reduced}):",
-                      f"        {result}_row += {result}_in[_i, _r]"]
-        else:
-            lines += [f"{result} = np.empty(({before}, {after}), {dtype})",
-                      f"for _i in range({before}):",
-                      f"    for _j in range({after}):",
-                      f"        {result}[_i, _j] = np.max({result}_in[_i, :, _j])"]
-        source, shape = result, shape[:start] + shape[stop:]
-    return lines + [f"{out} = {source}.reshape({op.out.aval.shape})"]
-
-
-# reduce_sum: the cotangent is broadcast back over the summed axes
-register("reduce_sum", lambda x, axes: Aval(reduced(x, axes).shape, "i64" if x.dtype == "bool" else x.dtype),
-         lambda x, axes: np.sum(x, axis=axes), lambda out, ins, op: emit_reduction(out, ins, op, "sum"),
-         lambda g, out, x, axes: (bind("broadcast_to", bind("reshape", g, shape=keepdims_shape(x.shape, axes)),
-                                       shape=x.shape),),
-         numpy_emit="np.sum({0}, axis={axes})")
+# reduce_sum: sum over `axes` (removed from the shape); the cotangent is broadcast back over them
+reduce_sum_p = Primitive("reduce_sum")
+abstract_eval_rules[reduce_sum_p] = lambda x, axes: Aval(reduced(x, axes).shape, "i64" if x.dtype == "bool" else x.dtype)
+impl_rules[reduce_sum_p] = lambda x, axes: np.sum(x, axis=axes)
+vjp_rules[reduce_sum_p] = lambda g, out, x, axes: (broadcast_back(g, x.shape, axes),)
 
 
 def reduce_max_vjp(g, out, x, axes):
     # the cotangent is shared among the elements that attain the maximum
-    kept_shape = keepdims_shape(x.shape, axes)
-    at_max = x == bind("broadcast_to", bind("reshape", out, shape=kept_shape), shape=x.shape)
-    share = g / bind("reduce_sum", at_max, axes=axes)
-    return (at_max * bind("broadcast_to", bind("reshape", share, shape=kept_shape), shape=x.shape),)
+    at_max = x == broadcast_back(out, x.shape, axes)
+    share = g / bind(reduce_sum_p, at_max, axes=axes)
+    return (at_max * broadcast_back(share, x.shape, axes),)
 
 
-# reduce_max: maximum over axes
-register("reduce_max", reduced, lambda x, axes: np.max(x, axis=axes),
-         lambda out, ins, op: emit_reduction(out, ins, op, "max"), reduce_max_vjp,
-         numpy_emit="np.max({0}, axis={axes})")
-
-
-def emit_reshape(out: str, ins: list[str], op: Op):
-    shape = op.param["shape"]
-    if op.inputs[0].aval.shape == ():
-        return f"np.full({shape}, {ins[0]})"
-    if shape == ():
-        return f"{ins[0]}.flat[0]"
-    return f"np.ascontiguousarray({ins[0]}).reshape({shape})"
+# reduce_max: maximum over `axes`
+reduce_max_p = Primitive("reduce_max")
+abstract_eval_rules[reduce_max_p] = reduced
+impl_rules[reduce_max_p] = lambda x, axes: np.max(x, axis=axes)
+vjp_rules[reduce_max_p] = reduce_max_vjp
 
 
 def reshape_rule(x: Aval, shape):
@@ -310,15 +238,10 @@ def reshape_rule(x: Aval, shape):
 
 
 # reshape: same elements, new shape
-register("reshape", reshape_rule, lambda x, shape: np.reshape(x, shape), emit_reshape,
-         lambda g, out, x, shape: (bind("reshape", g, shape=x.shape),))
-
-
-def emit_broadcast_to(out: str, ins: list[str], op: Op):
-    shape = op.param["shape"]
-    if op.inputs[0].aval.shape == ():
-        return f"np.full({shape}, {ins[0]})"
-    return f"{ins[0]} + np.zeros({shape}, {numpy_dtype(op.out.aval.dtype)})"
+reshape_p = Primitive("reshape")
+abstract_eval_rules[reshape_p] = reshape_rule
+impl_rules[reshape_p] = lambda x, shape: np.reshape(x, shape)
+vjp_rules[reshape_p] = lambda g, out, x, shape: (bind(reshape_p, g, shape=x.shape),)
 
 
 def broadcast_to_rule(x: Aval, shape):
@@ -327,15 +250,18 @@ def broadcast_to_rule(x: Aval, shape):
     return Aval(shape, x.dtype)
 
 
-# broadcast_to: the AD pass sums the cotangent back over the broadcast axes
-register("broadcast_to", broadcast_to_rule, lambda x, shape: np.broadcast_to(x, shape).copy(), emit_broadcast_to,
-         lambda g, out, x, shape: (g,), scalar="{0}")  # in a fused loop, x is read at the broadcast index
+# broadcast_to: NumPy broadcasting to `shape` (elementwise: x is read at the broadcast index); the
+# AD pass sums the cotangent back over the broadcast axes
+broadcast_to_p = Primitive("broadcast_to", elementwise=True)
+abstract_eval_rules[broadcast_to_p] = broadcast_to_rule
+impl_rules[broadcast_to_p] = lambda x, shape: np.broadcast_to(x, shape).copy()
+vjp_rules[broadcast_to_p] = lambda g, out, x, shape: (g,)
 
 # transpose: permute axes; the cotangent goes through the inverse permutation
-register("transpose", lambda x, perm: Aval(tuple(x.shape[i] for i in perm), x.dtype),
-         lambda x, perm: np.transpose(x, perm),
-         lambda out, ins, op: f"{ins[0]}.T" if op.param["perm"] == (1, 0) else f"np.transpose({ins[0]}, {op.param['perm']})",
-         lambda g, out, x, perm: (bind("transpose", g, perm=tuple(np.argsort(perm).tolist())),))
+transpose_p = Primitive("transpose")
+abstract_eval_rules[transpose_p] = lambda x, perm: Aval(tuple(x.shape[i] for i in perm), x.dtype)
+impl_rules[transpose_p] = lambda x, perm: np.transpose(x, perm)
+vjp_rules[transpose_p] = lambda g, out, x, perm: (bind(transpose_p, g, perm=tuple(np.argsort(perm).tolist())),)
 
 
 def matmul_rule(x: Aval, y: Aval) -> Aval:
@@ -344,47 +270,43 @@ def matmul_rule(x: Aval, y: Aval) -> Aval:
     return Aval((x.shape[0], y.shape[1]), promote(x, y))
 
 
-# matmul: 2-d by 2-d; tnp.matmul reshapes 1-d operands to 2-d around it. Under numba, the code
-# generator sends float64 products to tracegrad.gemm instead of `@` (SourceWriter.statement)
-register("matmul", matmul_rule, np.matmul, "{0} @ {1}",
-         lambda g, out, x, y: (g @ bind("transpose", y, perm=(1, 0)), bind("transpose", x, perm=(1, 0)) @ g))
+# matmul: (n,k) @ (k,m); tnp.matmul reshapes 1-d operands to 2-d around it
+matmul_p = Primitive("matmul")
+abstract_eval_rules[matmul_p] = matmul_rule
+impl_rules[matmul_p] = np.matmul
+vjp_rules[matmul_p] = lambda g, out, x, y: (bind(matmul_p, g, bind(transpose_p, y, perm=(1, 0))),
+                                            bind(matmul_p, bind(transpose_p, x, perm=(1, 0)), g))
 
 # -- indexing ----------------------------------------------------------------------------
 
 
-def slice_text(index) -> str:
-    parts = []
-    for start, stop, step in index:
-        stop_text = "" if stop < 0 else str(stop)  # a negative stop only ends a backward slice at 0
-        parts.append(f"{start}:{stop_text}:{step}")
-    return ", ".join(parts)
+def as_slices(index) -> tuple[slice, ...]:
+    """One (start, stop, step) per axis as Python slices; a negative stop only ends a backward slice at 0."""
+    return tuple(slice(start, stop if stop >= 0 else None, step) for start, stop, step in index)
 
 
 def sliced_shape(index) -> tuple[int, ...]:
     return tuple(len(range(start, stop, step)) for start, stop, step in index)
 
 
-def emit_pad(out: str, ins: list[str], op: Op):
-    return [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-            f"{out}_view = {out}[{slice_text(op.param['index'])}]",
-            f"{out}_view += {ins[0]}"]  # in place on a view: numba compiles slice assignment slowly
+# slice: basic slicing, one (start, stop, step) per axis; its adjoint pads the cotangent with zeros
+slice_p = Primitive("slice")
+abstract_eval_rules[slice_p] = lambda x, index: Aval(sliced_shape(index), x.dtype)
+impl_rules[slice_p] = lambda x, index: x[as_slices(index)]
+vjp_rules[slice_p] = lambda g, out, x, index: (bind(pad_p, g, shape=x.shape, index=index),)
 
 
 def pad_impl(x, shape, index):
     out = np.zeros(shape, x.dtype)
-    out[tuple(slice(a, b if b >= 0 else None, c) for a, b, c in index)] = x
+    out[as_slices(index)] = x
     return out
 
 
-# slice: basic slicing, one (start, stop, step) per axis
-register("slice", lambda x, index: Aval(sliced_shape(index), x.dtype),
-         lambda x, index: x[tuple(slice(a, b if b >= 0 else None, c) for a, b, c in index)],
-         lambda out, ins, op: f"{ins[0]}[{slice_text(op.param['index'])}]",
-         lambda g, out, x, index: (bind("pad", g, shape=x.shape, index=index),))
-
 # pad: zeros of `shape` with x written at `index` (the adjoint of slice)
-register("pad", lambda x, shape, index: Aval(shape, x.dtype), pad_impl, emit_pad,
-         lambda g, out, x, shape, index: (bind("slice", g, index=index),))
+pad_p = Primitive("pad")
+abstract_eval_rules[pad_p] = lambda x, shape, index: Aval(shape, x.dtype)
+impl_rules[pad_p] = pad_impl
+vjp_rules[pad_p] = lambda g, out, x, shape, index: (bind(slice_p, g, index=index),)
 
 
 def gather_rule(x: Aval, *indices: Aval) -> Aval:
@@ -394,67 +316,13 @@ def gather_rule(x: Aval, *indices: Aval) -> Aval:
     return Aval(indices[0].shape + x.shape[len(indices):], x.dtype)
 
 
-def out_of_bounds_message(op: Op, axis: int, size: int) -> str:
-    """The IndexError of generated code. It names no index value: formatting one in numba's code (with
-    str) added about a second to a cold compile."""
-    return (f"an index is out of bounds for axis {axis} of size {size} (at {trace.where_text(op.source)}); "
-            f"indices must lie in [-{size}, {size}), negative ones counting from the end")
-
-
-def checked_index_reads(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
-    """Loop-body lines reading each index array at `_k` into `{out}_at{axis}`, raising IndexError out of
-    bounds; a negative index is left to numba, whose indexing counts it from the end."""
-    lines = []
-    for axis, (index, size) in enumerate(zip(indices, sizes)):
-        lines += [f"    {out}_at{axis} = {index}[_k]",
-                  f"    if not -{size} <= {out}_at{axis} < {size}:",
-                  f"        raise IndexError({out_of_bounds_message(op, axis, size)!r})"]
-    return lines
-
-
-def reraised_index_error(out: str, indices: list[str], sizes: tuple[int, ...], op: Op) -> list[str]:
-    """The python backend's `except` after NumPy indexing, whose own IndexError names no line: the first
-    index out of bounds is found again, in the order numba's loop meets it (by position, then axis)."""
-    outside = ", ".join(f"({index} < -{size}) | ({index} >= {size})" for index, size in zip(indices, sizes))
-    messages = [out_of_bounds_message(op, axis, size) for axis, size in enumerate(sizes[:len(indices)])]
-    return ["except IndexError:",
-            f"    {out}_outside = np.flatnonzero(np.stack([{outside}], axis=1))",
-            f"    raise IndexError({messages!r}[{out}_outside[0] % {len(indices)}]) from None"]
-
-
-def emit_gather(out: str, ins: list[str], op: Op):
-    at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
-    lines = [f"{out} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})",
-             f"for _k in range({op.out.aval.shape[0]}):"]
-    lines += checked_index_reads(out, ins[1:], op.inputs[0].aval.shape, op)
-    if op.out.aval.ndim == 1:
-        return lines + [f"    {out}[_k] = {ins[0]}[{at}]"]
-    return lines + [f"    {out}_row = {out}[_k]",  # rows are added in place: numba compiles row assignment slowly
-                    f"    {out}_row += {ins[0]}[{at}]"]
-
-
-def emit_scatter_add(out: str, ins: list[str], op: Op):
-    at = ", ".join(f"{out}_at{axis}" for axis in range(len(ins) - 1))
-    lines = [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-             f"for _k in range({op.inputs[0].aval.shape[0]}):"]
-    lines += checked_index_reads(out, ins[1:], op.param["shape"], op)
-    if op.inputs[0].aval.ndim == 1:
-        return lines + [f"    {out}[{at}] += {ins[0]}[_k]"]
-    return lines + [f"    {out}_row = {out}[{at}]",
-                    f"    {out}_row += {ins[0]}[_k]"]
-
-
-def numpy_gather(out: str, ins: list[str], op: Op) -> list[str]:
-    # `try:` shares the indexing's line: the comment over the adjoint's code quotes an op's first line
-    return ([f"try: {out} = {ins[0]}[{', '.join(ins[1:])}]"]
-            + reraised_index_error(out, ins[1:], op.inputs[0].aval.shape, op))
-
-
-def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:
-    return [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-            "try:",
-            f"    np.add.at({out}, ({''.join(i + ', ' for i in ins[1:])}), {ins[0]})"
-            ] + reraised_index_error(out, ins[1:], op.param["shape"], op)
+# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes; an index out
+# of bounds raises IndexError naming the line (the code generator checks each one)
+gather_p = Primitive("gather")
+abstract_eval_rules[gather_p] = gather_rule
+impl_rules[gather_p] = lambda x, *indices: x[tuple(indices)]
+vjp_rules[gather_p] = lambda g, out, x, *indices: ((bind(scatter_add_p, g, *indices, shape=x.shape),)
+                                                   + (None,) * len(indices))
 
 
 def scatter_add_impl(x, *indices, shape):
@@ -463,14 +331,8 @@ def scatter_add_impl(x, *indices, shape):
     return out
 
 
-# gather: x[i, j, ...] with equal-length 1-d integer index arrays on the leading axes; an index out of
-# bounds raises IndexError naming the line, on both backends
-register("gather", gather_rule, lambda x, *indices: x[tuple(indices)], emit_gather,
-         lambda g, out, x, *indices: (bind("scatter_add", g, *indices, shape=x.shape),) + (None,) * len(indices),
-         numpy_emit=numpy_gather)
-
-# scatter_add: zeros of `shape`, with each row of x added at its index (the adjoint of gather); indices
-# are checked as gather's are
-register("scatter_add", lambda x, *indices, shape: Aval(shape, x.dtype), scatter_add_impl, emit_scatter_add,
-         lambda g, out, x, *indices, shape: (bind("gather", g, *indices),) + (None,) * len(indices),
-         numpy_emit=numpy_scatter_add)
+# scatter_add: zeros of `shape`, each row of x added at its index (the adjoint of gather)
+scatter_add_p = Primitive("scatter_add")
+abstract_eval_rules[scatter_add_p] = lambda x, *indices, shape: Aval(shape, x.dtype)
+impl_rules[scatter_add_p] = scatter_add_impl
+vjp_rules[scatter_add_p] = lambda g, out, x, *indices, shape: (bind(gather_p, g, *indices),) + (None,) * len(indices)

@@ -7,6 +7,7 @@ import attrs
 import numpy as np
 
 from .errors import TreeStructureError
+from .source_info import user_source, where_text
 
 LEAF = None  # the structure of a leaf
 
@@ -98,21 +99,37 @@ def tree_map(f: Callable, tree, *rest) -> Any:
     others = [tree_flatten(r) for r in rest]
     for _, other_def in others:
         if other_def != treedef:
-            from .trace import user_source_line, where_text  # tree.py is imported first
-
             raise TreeStructureError(f"tree_map: pytree structures differ: {treedef} and {other_def} "
-                                     f"(at {where_text(user_source_line())}); map over trees of one structure")
+                                     f"(at {where_text(user_source())}); map over trees of one structure")
     return tree_unflatten(treedef, [f(*xs) for xs in zip(leaves, *(o[0] for o in others))])
 
 
 def unflattener(treedef: TreeDef) -> Callable[[tuple], Any]:
     """A fast `leaves -> pytree` for one structure, generated as a Python expression."""
+    if treedef.structure is LEAF:
+        return lambda leaves: leaves[0]
+    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
+        return tuple  # compiled code already returns a tuple
+    found = unflatten_expression(treedef, "leaves")
+    if found is not None:
+        text, namespace = found
+        return eval(f"lambda leaves: {text}", namespace)
+    return lambda leaves: tree_unflatten(treedef, leaves)
+
+
+def unflatten_expression(treedef: TreeDef, leaves: str) -> tuple[str, dict] | None:
+    """A Python expression building the pytree of `treedef` from the tuple named `leaves`, and the
+    names it uses (namedtuple classes); None if a dict key would not read back as itself."""
+    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
+        return leaves, {}
+    if not all(key_text_is_literal(treedef.structure)):
+        return None
     namespace: dict = {}
     counter = iter(range(treedef.num_leaves))
 
     def expression(structure) -> str:
         if structure is LEAF:
-            return f"leaves[{next(counter)}]"
+            return f"{leaves}[{next(counter)}]"
         kind, keys, children = structure
         if kind is type(None):
             return "None"
@@ -126,13 +143,7 @@ def unflattener(treedef: TreeDef) -> Callable[[tuple], Any]:
         namespace[f"kind{len(namespace)}"] = kind
         return f"kind{len(namespace) - 1}(" + ", ".join(parts) + ")"
 
-    if treedef.structure is LEAF:
-        return lambda leaves: leaves[0]
-    if treedef.structure == (tuple, None, (LEAF,) * treedef.num_leaves):
-        return tuple  # compiled code already returns a tuple
-    if all(key_text_is_literal(treedef.structure)):
-        return eval(f"lambda leaves: {expression(treedef.structure)}", namespace)
-    return lambda leaves: tree_unflatten(treedef, leaves)
+    return expression(treedef.structure), namespace
 
 
 def key_text_is_literal(structure):
