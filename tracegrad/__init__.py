@@ -12,6 +12,7 @@ from .api import cache_info, grad, jit, make_ir, value_and_grad, vjp
 from .check import check_grads
 from .concurrency import wait_for_compiles
 from .config import config
+from .control_flow import cond, fori_loop, scan, switch, while_loop
 from .core import typecheck
 from .graph import draw, to_dot
 from .ir import Program
@@ -19,5 +20,6 @@ from .numpy import stop_gradient
 from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 from .version import __version__
 
-__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "stop_gradient", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
+__all__ = ["grad", "value_and_grad", "vjp", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop",
+           "while_loop", "cond", "switch", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
            "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from . import errors
-from .core import (Interpreter, Tracer, aval_of, bind, current_interpreter, eval_program, read, set_interpreter,
-                   vjp_rules)
+from .core import (Interpreter, Tracer, aval_of, bind, current_interpreter, eval_program, forward_vjp_rules, read,
+                   set_interpreter, vjp_rules)
 from .ir import Aval, ClosedProgram, Primitive, Program, Source, Var
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
@@ -29,9 +29,14 @@ from .trace import trace_flat
 
 
 class Node:
-    """An op recorded on the tape (or an input, with no primitive): what its VJP rule reads."""
+    """An op recorded on the tape (or an input, with no primitive): what its VJP rule reads.
 
-    __slots__ = ("primitive", "parents", "inputs", "out", "params", "source", "aval")
+    An op of several results (a loop) is one Node with a `backward` function (from its
+    `forward_vjp_rules` entry) and one result Node per differentiated output, whose cotangents
+    it reads.
+    """
+
+    __slots__ = ("primitive", "parents", "inputs", "out", "params", "source", "aval", "backward", "results")
 
     def __init__(self, primitive: Primitive | None, parents: tuple, inputs: tuple, out, params: dict,
                  source: Source | None):
@@ -41,7 +46,9 @@ class Node:
         self.out = out
         self.params = params
         self.source = source
-        self.aval = aval_of(out)
+        self.aval = None if primitive is not None and primitive.multiple_results else aval_of(out)
+        self.backward: Callable | None = None
+        self.results: list[Node | None] = []
 
 
 class ReverseTracer(Tracer):
@@ -85,6 +92,8 @@ class ReverseInterpreter(Interpreter):
                 primals.append(arg)
                 parents.append(None)
         source = current_source()
+        if primitive in forward_vjp_rules:
+            return self.interpret_with_forward_vjp(primitive, primals, tuple(parents), params, source)
         with set_interpreter(self.prev_interpreter), annotate(source, current_adjoint_of()):
             out = bind(primitive, *primals, **params)
         if not primitive.differentiable or not any(parents) or aval_of(out).dtype != "f64":
@@ -92,6 +101,32 @@ class ReverseInterpreter(Interpreter):
         node = Node(primitive, tuple(parents), tuple(primals), out, params, source)
         self.tape.append(node)
         return ReverseTracer(self, out, node)
+
+    def interpret_with_forward_vjp(self, primitive: Primitive, primals: list, parents: tuple, params: dict,
+                                   source: Source | None) -> list:
+        """An op whose forward computation keeps what its backward one needs (a loop): one node, one
+        result node per float output."""
+        differentiated = tuple(parent is not None for parent in parents)
+        with set_interpreter(self.prev_interpreter), annotate(source, current_adjoint_of()):
+            if any(differentiated):
+                outs, backward = forward_vjp_rules[primitive](primals, differentiated, **params)
+            else:
+                outs, backward = bind(primitive, *primals, **params), None
+        if backward is None:
+            return outs
+        node = Node(primitive, parents, tuple(primals), outs, params, source)
+        node.backward = backward
+        self.tape.append(node)
+        results = []
+        for out in outs:
+            if aval_of(out).dtype == "f64":
+                result = Node(None, (), (), out, {}, source)
+                node.results.append(result)
+                results.append(ReverseTracer(self, out, result))
+            else:
+                node.results.append(None)
+                results.append(out)
+        return results
 
     def backward(self, seeds: list[tuple[Node, object]]) -> dict[Node, object]:
         """The cotangent of every node the seeded outputs depend on, by the VJP rules in reverse order.
@@ -109,12 +144,21 @@ class ReverseInterpreter(Interpreter):
             accumulate(node, sum_to_shape(as_numpy_float(cotangent), node.aval.shape))
         with np.errstate(all="ignore"):
             for node in reversed(self.tape):
-                g = cotangents.get(node)
-                if g is None:
-                    continue
+                if node.backward is not None:
+                    g = [None if result is None else cotangents.get(result) for result in node.results]
+                    if all(x is None for x in g):
+                        continue
+                else:
+                    g = cotangents.get(node)
+                    if g is None:
+                        continue
                 inputs = [as_numpy_float(x) for x in node.inputs]
                 with annotate(node.source, node.primitive.name):  # the adjoint's ops say what they differentiate
-                    input_cotangents = vjp_rules[node.primitive](g, as_numpy_float(node.out), *inputs, **node.params)
+                    if node.backward is not None:
+                        input_cotangents = node.backward(g)
+                    else:
+                        input_cotangents = vjp_rules[node.primitive](g, as_numpy_float(node.out), *inputs,
+                                                                     **node.params)
                     for parent, cotangent in zip(node.parents, input_cotangents):
                         if parent is not None and cotangent is not None:
                             accumulate(parent, sum_to_shape(cotangent, parent.aval.shape))
@@ -213,7 +257,7 @@ def split_forward_backward(joint: ClosedProgram, n_primals: int, n_outputs: int)
     forward_ops, backward_ops = [], []
     for op in program.ops:
         if any(x in in_backward for x in op.inputs if isinstance(x, Var)):
-            in_backward.add(op.out)
+            in_backward.update(op.outs)
             backward_ops.append(op)
         else:
             forward_ops.append(op)

@@ -59,13 +59,15 @@ class SourceWriter:
     """Names the Vars of one program (as its printer does) and writes its statements."""
 
     def __init__(self, program: Program, name: str, check_finite: bool = False, numba: bool = False,
-                 parallel: bool = False):
+                 parallel: bool = False, enclosing: SourceWriter | None = None):
         self.program = program
         self.function_name = name
         self.check_finite = check_finite
         self.numba = numba
         self.fuse = numba and not check_finite
-        self.parallel = parallel and self.fuse
+        self.parallel = parallel and self.fuse and enclosing is None
+        # a loop's body is written inside the function that runs it, named by that function's namer
+        self.loop_depth = 0 if enclosing is None else enclosing.loop_depth + 1
         self.loop_functions: list[str] = []  # parallel loops, written before the function that calls them
         self.users: dict[Var, list[Op]] = {}
         for op in program.ops:
@@ -73,14 +75,15 @@ class SourceWriter:
                 if isinstance(x, Var):
                     self.users.setdefault(x, []).append(op)
         self.outputs = {x for x in program.outputs if isinstance(x, Var)}
-        self.name = Namer.of(program)  # the printer's names: the source and the printed program agree
-        self.maker = {op.out: op for op in program.ops}
+        # the printer's names: the source and the printed program agree
+        self.name = Namer.of(program) if enclosing is None else enclosing.name
+        self.maker = {out: op for op in program.ops for out in op.outs}
         self.defined_here = self.maker.keys()
         self.workspace: dict[Var, int] = {}  # large temporaries kept between calls: their index in `_workspace`
-        self.copied_outputs = self.outputs_to_copy()
+        self.copied_outputs = self.outputs_to_copy() if enclosing is None else set()
         # the program's groups, when it is one function (a longer one is split, and grouped part by part)
         self.program_groups = self.groups(program.ops) if len(program.ops) <= MAX_OPS_PER_FUNCTION else None
-        if self.fuse and self.program_groups is not None:
+        if self.fuse and self.program_groups is not None and enclosing is None:  # a body's arrays live one step
             returned = set().union(*(self.array_bases(x) for x in self.outputs))  # never kept between calls
             for group in self.program_groups:
                 for var in self.allocated(group):
@@ -110,6 +113,8 @@ class SourceWriter:
 
     def statement(self, op: Op) -> list[str]:
         rule = rule_for(op.primitive)
+        if rule.control_flow is not None:
+            return rule.control_flow(self, op)
         emit = rule.statement if self.numba or rule.numpy_statement is None else rule.numpy_statement
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
         if self.numba and self.is_product(op):
@@ -121,6 +126,13 @@ class SourceWriter:
             return [f"{out} = {emit.format(*inputs, **op.param)}"]
         lines = emit(out, inputs, op)
         return [f"{out} = {lines}"] if isinstance(lines, str) else lines
+
+    def sub_program_lines(self, program: Program) -> list[str]:
+        """The statements of a sub-program (a loop's body) inside this function, in its names."""
+        inner = SourceWriter(program, self.function_name, self.check_finite, self.numba, enclosing=self)
+        lines = inner.body(inner.program_groups if inner.program_groups is not None else inner.groups(program.ops))
+        self.loop_functions.extend(inner.loop_functions)
+        return lines or ["pass"]
 
     def comment(self, op: Op) -> str:
         """The user's line that made `op`; for an adjoint op, Tangent's `# Grad of:` and the user's
@@ -149,7 +161,7 @@ class SourceWriter:
                 lines.append(comment)
                 last_comment = comment
             lines.extend(self.statement(op))
-            if self.check_finite and op.out.aval.dtype == "f64":
+            if self.check_finite and not op.primitive.multiple_results and op.out.aval.dtype == "f64":
                 lines.extend(self.finiteness_check(op))
         return lines
 
@@ -380,7 +392,7 @@ def split_source(writer: SourceWriter, name: str, params: list[str]) -> str:
     for index, chunk in enumerate(chunks):
         reads = {x for op in chunk for x in op.inputs if isinstance(x, Var)}
         part_params = [writer.name(v) for v in available if v in reads]
-        defined = [op.out for op in chunk if op.out in used_later[index]]
+        defined = [out for op in chunk for out in op.outs if out in used_later[index]]
         part_results = [writer.name(v) for v in defined]
         part_name = f"{name}_part{index}"
         texts += function_text(part_name, part_params, writer.body(writer.groups(chunk)), part_results) + [""]

@@ -6,6 +6,9 @@ The tables (as in Autodidax), which `tracegrad/primitives.py` fills, one paragra
     impl_rules           (*NumPy values, **params) -> NumPy value       evaluation, constant folding
     vjp_rules            (g, out, *inputs, **params) -> one cotangent   reverse mode (tracegrad.ad)
                          per input, None where none flows
+    forward_vjp_rules    (primals, differentiated, **params) ->         reverse mode of a primitive whose
+                         (outputs, backward)                            VJP needs values computed inside
+                                                                        it (a loop's per-step values)
     jvp_rules            forward mode: empty until its interpreter is written
     batch_rules          vmap: empty until its interpreter is written
 
@@ -29,6 +32,10 @@ from .source_info import annotate, user_source, where_text
 abstract_eval_rules: dict[Primitive, Callable[..., Aval]] = {}
 impl_rules: dict[Primitive, Callable] = {}
 vjp_rules: dict[Primitive, Callable] = {}
+# (primals, differentiated: one bool per input, **params) -> (outputs, backward), backward(output
+# cotangents, None for none) -> one cotangent per input: the forward computation keeps what the
+# backward one needs (a scan stacks its body's residuals), both bound in the interpreter current
+forward_vjp_rules: dict[Primitive, Callable] = {}
 # (primals, tangents, **params) -> (primal out, tangent out): forward mode, for a JVP interpreter
 jvp_rules: dict[Primitive, Callable] = {}
 # (values, batch axes, **params) -> (value, batch axis): vmap, for a batching interpreter
@@ -118,7 +125,11 @@ def eval_program(closed: ClosedProgram, args) -> dict[Var, object]:
     env.update(zip(program.inputs, args))
     for op in program.ops:
         with annotate(op.source, op.adjoint_of):
-            env[op.out] = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
+            result = bind(op.primitive, *[read(env, x) for x in op.inputs], **op.param)
+        if op.primitive.multiple_results:
+            env.update(zip(op.outs, result))
+        else:
+            env[op.out] = result
     return env
 
 
@@ -278,8 +289,14 @@ def typecheck(program: Program) -> None:
         for atom in op.inputs:
             check_use(atom, where)
         expected = abstract_eval_rules[op.primitive](*(x.aval for x in op.inputs), **op.param)
-        if expected != op.out.aval:
-            raise IRTypeError(f"{where}: output is {op.out.aval}, its rule gives {expected}")
-        define(op.out, where)
+        if not op.primitive.multiple_results:
+            expected = (expected,)
+        if tuple(expected) != tuple(out.aval for out in op.outs):
+            raise IRTypeError(f"{where}: outputs are {[str(out.aval) for out in op.outs]}, "
+                              f"its rule gives {[str(aval) for aval in expected]}")
+        for _, sub_program in op.sub_programs():
+            typecheck(sub_program)
+        for out in op.outs:
+            define(out, where)
     for atom in program.outputs:
         check_use(atom, "outputs")

@@ -47,3 +47,7 @@ class NonDifferentiableArgumentError(TypeError):
 
 class TreeStructureError(ValueError):
     """Pytrees whose structures should match and do not."""
+
+
+class NonDifferentiableLoopError(TypeError):
+    """Reverse mode met a loop whose trip count is known only when it runs (tg.while_loop)."""

@@ -94,6 +94,8 @@ class Primitive:
     # False for piecewise-constant or stopped values (comparisons, sign, stop_gradient): no cotangent flows back
     differentiable: bool = True
     neutral: Neutral | None = None
+    # its abstract evaluation gives a tuple of avals, its impl and `bind` a list of values (a loop's carries)
+    multiple_results: bool = False
 
     def __repr__(self) -> str:
         return self.name
@@ -101,7 +103,10 @@ class Primitive:
 
 @attrs.frozen
 class Op:
-    """One equation: `out = primitive[params] inputs`, remembering the user's code that made it.
+    """One equation: `outs = primitive[params] inputs`, remembering the user's code that made it.
+
+    Most primitives give one value (`op.out`); a loop gives one per carry and per stacked
+    output. A control-flow op's params hold its sub-programs (a loop's body) as Programs.
 
     An op of an adjoint keeps the source of the forward op it differentiates, and the name of
     that op's primitive in `adjoint_of`, both captured when the adjoint is built: the generated
@@ -110,14 +115,30 @@ class Op:
 
     primitive: Primitive
     inputs: tuple[Atom, ...]
-    out: Var
+    outs: tuple[Var, ...] = attrs.field(converter=lambda outs: (outs,) if isinstance(outs, Var) else tuple(outs))
     params: tuple[tuple[str, object], ...] = ()
     source: Source | None = attrs.field(default=None, eq=False)
     adjoint_of: str | None = attrs.field(default=None, eq=False)
 
     @property
+    def out(self) -> Var:
+        """The value of a single-result op."""
+        (out,) = self.outs
+        return out
+
+    @property
     def param(self) -> dict:
         return dict(self.params)
+
+    def sub_programs(self) -> list[tuple[str, Program]]:
+        """The (name, Program) params of a control-flow op, in params order: a loop's body."""
+        found = []
+        for key, value in self.params:
+            if isinstance(value, Program):
+                found.append((key, value))
+            elif isinstance(value, tuple) and value and all(isinstance(x, Program) for x in value):
+                found.extend((f"{key}[{i}]", x) for i, x in enumerate(value))
+        return found
 
 
 @attrs.frozen
@@ -173,11 +194,23 @@ class Namer:
     @classmethod
     def of(cls, program: Program) -> Namer:
         namer = cls()
-        for var in program.constvars + program.inputs:
-            namer(var)
-        for op in program.ops:
-            namer(op.out)
+        namer.name_program(program)
         return namer
+
+    def name_program(self, program: Program) -> None:
+        """Name the binders, then each op's outputs and its sub-programs' values, in the printer's order.
+
+        A sub-program's values get names of their own, after its op's outputs: one name means
+        one value everywhere in the printed program and in the generated source, which writes a
+        loop's body inside the function that runs it.
+        """
+        for var in program.constvars + program.inputs:
+            self(var)
+        for op in program.ops:
+            for var in op.outs:
+                self(var)
+            for _, sub_program in op.sub_programs():
+                self.name_program(sub_program)
 
     def __call__(self, atom: Atom) -> str:
         if isinstance(atom, Literal):
@@ -198,18 +231,30 @@ def format_param(value) -> str:
 
 
 def print_program(program: Program) -> str:
-    name = Namer.of(program)
+    return "\n".join(program_lines(program, Namer.of(program), ""))
+
+
+def program_lines(program: Program, name: Namer, indent: str) -> list[str]:
+    """The printed program, each line after the first indented by `indent`; a sub-program (a
+    loop's body) is printed under its op, indented, as `body={ lambda ... }`."""
     binders = lambda variables: " ".join(f"{name(v)}:{v.aval}" for v in variables)
     head = binders(program.constvars) + " ; " if program.constvars else ""
     head += binders(program.inputs)
     lines = [f"{{ lambda {head} . let"]
     for op in program.ops:
-        params = ",".join(f"{k}={format_param(v)}" for k, v in op.params)
+        sub_programs = op.sub_programs()
+        nested = {key.split("[")[0] for key, _ in sub_programs}
+        params = ",".join(f"{k}={format_param(v)}" for k, v in op.params if k not in nested)
         params = f"[{params}]" if params else ""
         args = " ".join(name(x) for x in op.inputs)
-        lines.append(f"    {name(op.out)}:{op.out.aval} = {op.primitive.name}{params} {args}")
-    lines.append(f"  in ( {' '.join(name(x) for x in program.outputs)} ) }}")
-    return "\n".join(lines)
+        outs = " ".join(f"{name(v)}:{v.aval}" for v in op.outs)
+        lines.append(f"{indent}    {outs} = {op.primitive.name}{params} {args}")
+        for key, sub_program in sub_programs:
+            body = program_lines(sub_program, name, indent + "      ")
+            lines.append(f"{indent}      {key}={body[0]}")
+            lines.extend(body[1:])
+    lines.append(f"{indent}  in ( {' '.join(name(x) for x in program.outputs)} ) }}")
+    return lines
 
 
 class IRTypeError(Exception):

@@ -17,6 +17,8 @@ tracegrad/primitives.py, its code is its entry here. An entry (`Lowering`) holds
                      x[1:]): outputs made so are copied, and never kept in a workspace
     product          a matrix product: float64 operands call tracegrad.gemm's kernels under numba
     accumulator      a sum over every axis of a fused loop's value is a `+=` in that loop
+    control_flow     a loop or branch: a function (writer, op) giving its lines, its sub-programs'
+                     statements written by `writer.sub_program_lines` inside it, in the IR's names
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Callable
 import attrs
 import numpy as np
 
+from .control_flow import cond_p, scan_p, while_p
 from .ir import Op, Primitive
 from .primitives import (abs_p, add_p, broadcast_to_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p, log_p,
                          lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, pad_p, pow_p, reduce_max_p,
@@ -47,6 +50,7 @@ class Lowering:
     view: bool = False
     product: bool = False
     accumulator: bool = False
+    control_flow: Callable | None = None
 
 
 rules: dict[Primitive, Lowering] = {}
@@ -295,3 +299,83 @@ def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:
 
 
 rules[scatter_add_p] = Lowering(emit_scatter_add, numpy_statement=numpy_scatter_add)
+
+
+# -- control flow: real loops and branches, their bodies written inside them -----------------
+
+INDENT = "    "
+
+
+def indented(lines: list[str]) -> list[str]:
+    return [INDENT + line for line in lines]
+
+
+def bind_values(writer, variables, atoms) -> list[str]:
+    return [f"{writer.name(v)} = {writer.atom(a)}" for v, a in zip(variables, atoms)]
+
+
+def emit_scan(writer, op: Op) -> list[str]:
+    """`for _t in range(length)`: the carries are the op's outputs, updated each step; each y is
+    written into row _t of its stacked output."""
+    body, n_consts, n_carry = op.param["body"], op.param["num_consts"], op.param["num_carry"]
+    length, step = op.param["length"], f"_t{writer.loop_depth}"
+    carries, ys = op.outs[:n_carry], op.outs[n_carry:]
+    xs = op.inputs[n_consts + n_carry:]
+    lines = bind_values(writer, body.inputs[:n_consts], op.inputs[:n_consts])
+    lines += bind_values(writer, carries, op.inputs[n_consts:n_consts + n_carry])
+    lines += [f"{writer.name(y)} = np.empty({y.aval.shape}, {numpy_dtype(y.aval.dtype)})" for y in ys]
+    lines.append(f"for {step} in range({length} - 1, -1, -1):" if op.param["reverse"] else
+                 f"for {step} in range({length}):")
+    inside = bind_values(writer, body.inputs[n_consts:n_consts + n_carry], carries)
+    inside += [f"{writer.name(v)} = {writer.atom(x)}[{step}]" for v, x in zip(body.inputs[n_consts + n_carry:], xs)]
+    inside += writer.sub_program_lines(body)
+    inside += bind_values(writer, carries, body.outputs[:n_carry])
+    inside += [f"{writer.name(y)}[{step}] = {writer.atom(x)}" for y, x in zip(ys, body.outputs[n_carry:])]
+    return lines + indented(inside)
+
+
+def emit_while(writer, op: Op) -> list[str]:
+    """`while True`: the condition's statements, a break, the body's statements, the carries updated."""
+    cond, body, n_cond_consts = op.param["cond"], op.param["body"], op.param["num_cond_consts"]
+    n_carry = len(op.outs)
+    n_body_consts = len(body.inputs) - n_carry
+    carries = op.outs
+    lines = bind_values(writer, cond.inputs[:n_cond_consts], op.inputs[:n_cond_consts])
+    lines += bind_values(writer, body.inputs[:n_body_consts], op.inputs[n_cond_consts:n_cond_consts + n_body_consts])
+    lines += bind_values(writer, carries, op.inputs[len(op.inputs) - n_carry:])
+    inside = bind_values(writer, cond.inputs[n_cond_consts:], carries)
+    inside += writer.sub_program_lines(cond)
+    inside.append(f"if not {writer.atom(cond.outputs[0])}:")
+    inside.append(INDENT + "break")
+    inside += bind_values(writer, body.inputs[n_body_consts:], carries)
+    inside += writer.sub_program_lines(body)
+    inside += bind_values(writer, carries, body.outputs)
+    return lines + ["while True:"] + indented(inside)
+
+
+def emit_cond(writer, op: Op) -> list[str]:
+    """`if`/`elif`/`else` over the branches; a boolean chooses branch 1 when true, an index is clamped."""
+    branches, branch_consts = op.param["branches"], op.param["branch_consts"]
+    index = writer.atom(op.inputs[0])
+    operands = op.inputs[1 + sum(branch_consts):]
+    if op.inputs[0].aval.dtype == "bool":
+        headers, order = [f"if {index}:", "else:"], [1, 0]
+    else:
+        last = len(branches) - 1
+        headers = [f"if {index} <= 0:"] + [f"elif {index} == {k}:" for k in range(1, last)] + ["else:"]
+        order = list(range(len(branches)))
+        if last == 0:
+            headers = ["if True:"]
+    lines = []
+    for header, k in zip(headers, order):
+        program, start = branches[k], 1 + sum(branch_consts[:k])
+        inside = bind_values(writer, program.inputs, op.inputs[start:start + branch_consts[k]] + operands)
+        inside += writer.sub_program_lines(program)
+        inside += bind_values(writer, op.outs, program.outputs)
+        lines += [header] + indented(inside or ["pass"])
+    return lines
+
+
+rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=True)  # a carry may be its initial array
+rules[while_p] = Lowering(emit_while, control_flow=emit_while, view=True)
+rules[cond_p] = Lowering(emit_cond, control_flow=emit_cond, view=True)  # a branch may return an operand

@@ -12,15 +12,30 @@ import attrs
 import numpy as np
 
 from .core import abstract_eval_rules, impl_rules
-from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Var
+from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .primitives import div_p, mul_p, pow_p, stop_gradient_p
 
 PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
 
 
 def optimize(closed: ClosedProgram) -> ClosedProgram:
-    """The passes run before code generation."""
-    return schedule_for_fusion(eliminate_dead_code(eliminate_common_subexpressions(simplify(closed))))
+    """The passes run before code generation, on the program and on each sub-program (a loop's body)."""
+    closed = schedule_for_fusion(eliminate_dead_code(eliminate_common_subexpressions(simplify(closed))))
+    if not any(op.sub_programs() for op in closed.program.ops):
+        return closed
+    ops = tuple(with_optimized_sub_programs(op) for op in closed.program.ops)
+    return ClosedProgram(attrs.evolve(closed.program, ops=ops), closed.consts)
+
+
+def with_optimized_sub_programs(op: Op) -> Op:
+    if not op.sub_programs():
+        return op
+    optimized = lambda program: optimize(ClosedProgram(program, ())).program
+    params = tuple((key, optimized(value) if isinstance(value, Program)
+                    else tuple(map(optimized, value)) if isinstance(value, tuple) and value
+                    and all(isinstance(x, Program) for x in value) else value)
+                   for key, value in op.params)
+    return attrs.evolve(op, params=params)
 
 
 def eliminate_dead_code(closed: ClosedProgram) -> ClosedProgram:
@@ -29,7 +44,7 @@ def eliminate_dead_code(closed: ClosedProgram) -> ClosedProgram:
     live = {x for x in program.outputs if isinstance(x, Var)}
     kept = []
     for op in reversed(program.ops):
-        if op.out in live:
+        if any(out in live for out in op.outs):
             kept.append(op)
             live.update(x for x in op.inputs if isinstance(x, Var))
     constants = [(v, c) for v, c in zip(program.constvars, closed.consts) if v in live]
@@ -52,7 +67,7 @@ class Rewriter:
 
     def keep(self, old: Op, primitive: Primitive, inputs: tuple, params=None) -> None:
         params = old.params if params is None else params
-        self.ops.append(Op(primitive, inputs, old.out, params, old.source, old.adjoint_of))
+        self.ops.append(Op(primitive, inputs, old.outs, params, old.source, old.adjoint_of))
 
     def add(self, old: Op, primitive: Primitive, inputs: tuple) -> Var:
         """A new op before `old`'s own, with its source."""
@@ -71,6 +86,9 @@ def simplify(closed: ClosedProgram) -> ClosedProgram:
     rewriter = Rewriter(closed)
     for op in closed.program.ops:
         inputs = rewriter.inputs(op)
+        if op.primitive.multiple_results:
+            rewriter.keep(op, op.primitive, inputs)
+            continue
         if op.out.aval.shape == () and all(isinstance(x, Literal) for x in inputs):
             with np.errstate(all="ignore"):
                 value = impl_rules[op.primitive](*(x.value for x in inputs), **op.param)
@@ -129,15 +147,15 @@ REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient}
 def eliminate_common_subexpressions(closed: ClosedProgram) -> ClosedProgram:
     """Compute each (primitive, inputs, params) once: later copies reuse the first result."""
     rewriter = Rewriter(closed)
-    first: dict[tuple, Var] = {}  # the output of the first op of each key
+    first: dict[tuple, tuple[Var, ...]] = {}  # the outputs of the first op of each key
     for op in closed.program.ops:
         inputs = rewriter.inputs(op)
         key = (op.primitive, tuple(atom_key(x) for x in inputs), op.params)
         if key in first:
-            rewriter.replaced[op.out] = first[key]
+            rewriter.replaced.update(zip(op.outs, first[key]))
             continue
         rewriter.keep(op, op.primitive, inputs)
-        first[key] = op.out
+        first[key] = op.outs
     return rewriter.program()
 
 
@@ -153,7 +171,7 @@ def schedule_for_fusion(closed: ClosedProgram) -> ClosedProgram:
     would otherwise be a loop of its own.
     """
     ops = closed.program.ops
-    position = {op.out: i for i, op in enumerate(ops)}  # of the op making each Var
+    position = {out: i for i, op in enumerate(ops) for out in op.outs}  # of the op making each Var
     deferred: set[Var] = set()  # the outputs of the ops not emitted yet
     order: list[Op] = []
 

@@ -86,6 +86,9 @@ class StagingInterpreter(Interpreter):
         as the number it repeats.
         """
         inputs = [self.atom(a) for a in args]
+        if primitive.multiple_results:  # a loop: staged as it is
+            return self.add_op(primitive, inputs, abstract_eval_rules[primitive](*(x.aval for x in inputs), **params),
+                               params)
         if any(x.aval.dtype == "f64" for x in inputs):  # ints next to floats are floats: `a**3` is `pow a 3.0`
             inputs = [Literal(float(x.value)) if isinstance(x, Literal) and type(x.value) is int else x for x in inputs]
         else:  # an int literal stays an int64 in the generated code
@@ -115,12 +118,15 @@ class StagingInterpreter(Interpreter):
                     return StagingTracer(kept, self)
         return self.add_op(primitive, inputs, aval, params)
 
-    def add_op(self, primitive: Primitive, inputs, aval: Aval, params: dict) -> StagingTracer:
-        out = Var(aval)
-        self.ops.append(Op(primitive, tuple(inputs), out, tuple(params.items()), current_source(), current_adjoint_of()))
+    def add_op(self, primitive: Primitive, inputs, aval, params: dict):
+        """Append the op; its tracer, or for a primitive of multiple results (`aval` a tuple) a list of them."""
+        outs = tuple(Var(each) for each in aval) if primitive.multiple_results else Var(aval)
+        self.ops.append(Op(primitive, tuple(inputs), outs, tuple(params.items()), current_source(), current_adjoint_of()))
+        if primitive.multiple_results:
+            return [StagingTracer(out, self) for out in outs]
         if primitive is broadcast_to_p and isinstance(inputs[0], Literal):
-            self.scalar_broadcasts[out] = inputs[0]
-        return StagingTracer(out, self)
+            self.scalar_broadcasts[outs] = inputs[0]
+        return StagingTracer(outs, self)
 
 
 def fold(primitive: Primitive, inputs: list[Literal], params: dict):

@@ -1,0 +1,532 @@
+"""Loops and branches that stay loops: `scan`, `fori_loop`, `while_loop` and `cond`.
+
+Each is a primitive whose params hold its sub-programs (a loop's body, traced once), with
+JAX's signatures. The values a body closes over are inputs of the loop op (its "consts", first),
+not copies baked into the body, so the body is a closed Program:
+
+    scan   inputs: consts, initial carries, xs        body: consts, carries, x[t] -> carries, y[t]
+           params: body, num_consts, num_carry, length, reverse   results: final carries, stacked ys
+    while  inputs: cond consts, body consts, carries  cond: consts, carries -> bool
+           params: cond, body, num_cond_consts        body: consts, carries -> carries
+    cond   inputs: index, each branch's consts, operands
+           params: branches, branch_consts            branch k: its consts, operands -> results
+
+Reverse mode runs a scan forward once, stacking per step what its body's adjoint reads (the
+residuals), then a scan the other way over the body's adjoint (`forward_vjp_rules`); a cond
+differentiates the branch taken. A while loop has no reverse mode: its trip count is unknown
+until it runs, as in JAX.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from . import errors
+from .ad import evaluated_outputs, split_forward_backward, vjp_program, zeros
+from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, bind, forward_vjp_rules,
+                   impl_rules)
+from .ir import Aval, ClosedProgram, Primitive, Program, Var
+from .primitives import broadcast_to_p, ne_p
+from .source_info import user_source, where_text
+from .trace import trace_flat
+from .tree import TreeDef, tree_flatten, tree_unflatten
+
+scan_p = Primitive("scan", multiple_results=True)
+while_p = Primitive("while", multiple_results=True)
+cond_p = Primitive("cond", multiple_results=True)
+
+
+# -- tracing a body once -------------------------------------------------------------------
+
+
+def closed_program(fun: Callable, in_avals: list[Aval]) -> tuple[Program, tuple]:
+    """Trace `fun(*values) -> list of leaves` once: a Program whose first inputs are the values
+    it closes over (arrays, or values of an enclosing trace), and those values."""
+    closed = trace_flat(fun, in_avals)
+    program = closed.program
+    return Program((), program.constvars + program.inputs, program.ops, program.outputs), closed.consts
+
+
+def leaf_value(leaf):
+    """A carry's or xs' leaf as tracing sees it: a tracer, a Python number, or a float64/int64/bool array."""
+    if isinstance(leaf, (Tracer, bool, int, float)):
+        return leaf
+    return as_traceable_array(leaf)
+
+
+def check_carry(kind: str, carry_tree: TreeDef, carry_avals: list[Aval], out_tree: TreeDef,
+                out_avals: list[Aval]) -> None:
+    if out_tree != carry_tree:
+        raise errors.TreeStructureError(
+            f"the {kind} must return a carry of the structure it was given: {carry_tree} in, {out_tree} out "
+            f"(at {where_text(user_source())})")
+    for index, (given, returned) in enumerate(zip(carry_avals, out_avals)):
+        if given != returned:
+            raise errors.ShapeError(
+                f"the {kind} must return a carry of the shapes and dtypes it was given: leaf {index} is "
+                f"{given} in, {returned} out (at {where_text(user_source())}); a Python int starts an "
+                "int64 carry, write 0.0 to start a float one")
+
+
+def carried(leaf, aval: Aval):
+    """A body's returned carry leaf in its carry's dtype: a Python int where a float carry is expected is a float."""
+    if type(leaf) is int and aval.dtype == "f64":
+        return float(leaf)
+    return leaf
+
+
+# -- scan ----------------------------------------------------------------------------------
+
+
+def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False):
+    """Loop `f(carry, x) -> (carry, y)` over the leading axis of `xs`, as `jax.lax.scan`.
+
+    Returns the final carry and the `y`s stacked along a new leading axis. `init` and `xs` are
+    pytrees; `length` gives the trip count when `xs` is None; `reverse=True` runs from the last
+    element of `xs` to the first (the `y`s still line up with the `xs`). `f` is traced once: the
+    program holds one `scan` op whose body is `f`'s program, and the compiled code is a loop.
+    Reverse mode stacks the values the body's adjoint reads, one row per step.
+    """
+    init_leaves, carry_tree = tree_flatten(init)
+    xs_leaves, xs_tree = tree_flatten(xs)
+    init_leaves = [leaf_value(leaf) for leaf in init_leaves]
+    xs_leaves = [leaf_value(leaf) for leaf in xs_leaves]
+    lengths = {aval_of(leaf).shape[0] if aval_of(leaf).ndim else None for leaf in xs_leaves}
+    if None in lengths:
+        raise errors.ShapeError(f"scan's xs must be arrays with a leading axis to loop over "
+                                f"(at {where_text(user_source())})")
+    if length is not None:
+        lengths.add(int(length))
+    if len(lengths) != 1:
+        raise errors.ShapeError(
+            f"scan needs one trip count: xs' leading axes and length give {sorted(lengths)}" if lengths else
+            f"scan needs xs or length to know how many steps to run (at {where_text(user_source())})")
+    (length,) = lengths
+    carry_avals = [aval_of(leaf) for leaf in init_leaves]
+    x_avals = [Aval(aval_of(leaf).shape[1:], aval_of(leaf).dtype) for leaf in xs_leaves]
+    n_carry, found = len(carry_avals), {}
+
+    def body(*values):
+        carry = tree_unflatten(carry_tree, values[:n_carry])
+        x = tree_unflatten(xs_tree, values[n_carry:])
+        result = f(carry, x)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TypeError(f"scan's function must return a pair (carry, y) (at {where_text(user_source())})")
+        new_carry, y = result
+        carry_leaves, out_tree = tree_flatten(new_carry)
+        if out_tree == carry_tree:
+            carry_leaves = [carried(leaf, aval) for leaf, aval in zip(carry_leaves, carry_avals)]
+        check_carry("scan's function", carry_tree, carry_avals, out_tree, [aval_of(leaf) for leaf in carry_leaves])
+        y_leaves, found["y_tree"] = tree_flatten(y)
+        return carry_leaves + y_leaves
+
+    program, consts = closed_program(body, carry_avals + x_avals)
+    outs = bind(scan_p, *consts, *init_leaves, *xs_leaves, body=program, num_consts=len(consts),
+                num_carry=n_carry, length=length, reverse=bool(reverse))
+    return tree_unflatten(carry_tree, outs[:n_carry]), tree_unflatten(found["y_tree"], outs[n_carry:])
+
+
+def scan_abstract_eval(*avals, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool):
+    carry = avals[num_consts:num_consts + num_carry]
+    xs = avals[num_consts + num_carry:]
+    if any(x.shape[:1] != (length,) for x in xs):
+        raise errors.ShapeError(f"scan of length {length} over xs of shapes {[str(x) for x in xs]}")
+    expected = avals[:num_consts + num_carry] + tuple(Aval(x.shape[1:], x.dtype) for x in xs)
+    if tuple(v.aval for v in body.inputs) != expected:
+        raise errors.ShapeError(f"scan's body takes {[str(v.aval) for v in body.inputs]}, "
+                                f"is given {[str(a) for a in expected]}")
+    outs = [x.aval for x in body.outputs]
+    if tuple(outs[:num_carry]) != carry:
+        raise errors.ShapeError(f"scan's body returns carries {[str(a) for a in outs[:num_carry]]} "
+                                f"for {[str(a) for a in carry]}")
+    return tuple(carry) + tuple(Aval((length,) + y.shape, y.dtype) for y in outs[num_carry:])
+
+
+def scan_impl(*args, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool):
+    consts, carry = list(args[:num_consts]), list(args[num_consts:num_consts + num_carry])
+    xs = args[num_consts + num_carry:]
+    closed = ClosedProgram(body, ())
+    ys: list[list] = [[] for _ in body.outputs[num_carry:]]
+    for t in (range(length - 1, -1, -1) if reverse else range(length)):
+        outs = evaluated_outputs(closed, consts + carry + [x[t] for x in xs])
+        carry = outs[:num_carry]
+        for stack, y in zip(ys, outs[num_carry:]):
+            stack.append(y)
+    stacked = []
+    for stack, y in zip(ys, body.outputs[num_carry:]):
+        if reverse:
+            stack.reverse()
+        dtype = NUMPY_DTYPES[y.aval.dtype]
+        stacked.append(np.array(stack, dtype) if stack else np.empty((0,) + y.aval.shape, dtype))
+    return carry + stacked
+
+
+def depends_on(program: Program, flags) -> list[bool]:
+    """For each output of `program`: whether a differentiable path leads to it from an input flagged True."""
+    reached = {var for var, flag in zip(program.inputs, flags) if flag}
+    for op in program.ops:
+        if op.primitive.differentiable and any(isinstance(x, Var) and x in reached for x in op.inputs):
+            reached.update(op.outs)
+    return [isinstance(x, Var) and x in reached and x.aval.dtype == "f64" for x in program.outputs]
+
+
+def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int, num_carry: int, length: int,
+                     reverse: bool):
+    """Run the scan once, stacking what the body's adjoint reads; backward is a scan the other way.
+
+    Differentiated are the float inputs the caller differentiates, and the carries a body step
+    makes depend on them (found by iterating to a fixed point). A residual that is a const of
+    the loop is read as one by the backward scan; one that is an `x` is read from `xs`; every
+    other residual is stacked, one row per step.
+    """
+    n_in, n_out = len(body.inputs), len(body.outputs)
+    flags = [flag and v.aval.dtype == "f64" for flag, v in zip(differentiated, body.inputs)]
+    while True:  # a carry that depends on a differentiated value after a step is differentiated
+        reached = depends_on(body, flags)[:num_carry]
+        carries = [flag or now for flag, now in zip(flags[num_consts:num_consts + num_carry], reached)]
+        if carries == flags[num_consts:num_consts + num_carry]:
+            break
+        flags[num_consts:num_consts + num_carry] = carries
+    wrt = [i for i, flag in enumerate(flags) if flag]
+    if not wrt:
+        return bind(scan_p, *primals, body=body, num_consts=num_consts, num_carry=num_carry, length=length,
+                    reverse=reverse), None
+    forward, backward = split_forward_backward(vjp_program(ClosedProgram(body, ()), wrt), n_in, n_out)
+    forward_program, backward_program = forward.program, backward.program
+    residuals = forward_program.outputs[n_out:]
+    position = {var: i for i, var in enumerate(forward_program.inputs)}
+    kinds = []  # per residual: ("const", input index), ("x", input index) or ("stacked", None)
+    for var in residuals:
+        index = position.get(var)
+        if index is not None and index < num_consts:
+            kinds.append(("const", index))
+        elif index is not None and index >= num_consts + num_carry:
+            kinds.append(("x", index))
+        else:
+            kinds.append(("stacked", None))
+    stacked = [var for var, (kind, _) in zip(residuals, kinds) if kind == "stacked"]
+    forward_body = Program((), forward_program.constvars + forward_program.inputs, forward_program.ops,
+                           forward_program.outputs[:n_out] + tuple(stacked))
+    outs = bind(scan_p, *forward.consts, *primals, body=forward_body, num_consts=len(forward.consts) + num_consts,
+                num_carry=num_carry, length=length, reverse=reverse)
+    results, stacked_values = outs[:n_out], outs[n_out:]
+    consts, xs = primals[:num_consts], primals[num_consts + num_carry:]
+    const_residuals = [primals[index] for kind, index in kinds if kind == "const"]
+    x_residuals = [primals[index] for kind, index in kinds if kind == "x"]
+    y_avals = [Aval(x.aval.shape, "f64") for x in body.outputs[num_carry:]]
+    carry_avals = [Aval(v.aval.shape, "f64") for v in body.inputs[num_consts:num_consts + num_carry]]
+    const_wrt = [i for i in wrt if i < num_consts]
+    carry_wrt = [i for i in wrt if num_consts <= i < num_consts + num_carry]
+    x_wrt = [i for i in wrt if i >= num_consts + num_carry]
+
+    def pullback(cotangents):
+        carry_cotangents = [cotangents[i - num_consts] if cotangents[i - num_consts] is not None
+                            else zeros(carry_avals[i - num_consts]) for i in carry_wrt]
+        y_given = [i for i, g in enumerate(cotangents[num_carry:]) if g is not None]
+
+        def backward_step(*values):
+            values = list(values)
+            take = lambda count: [values.pop(0) for _ in range(count)]
+            const_values, accumulated = take(len(const_residuals)), take(len(const_wrt))
+            carry_cotangent = dict(zip(carry_wrt, take(len(carry_wrt))))
+            row_values, x_values = take(len(stacked)), take(len(x_residuals))
+            y_cotangent = dict(zip(y_given, take(len(y_given))))
+            sources = {"const": iter(const_values), "x": iter(x_values), "stacked": iter(row_values)}
+            residual_values = [next(sources[kind]) for kind, _ in kinds]
+            output_cotangents = [carry_cotangent.get(num_consts + i, None) for i in range(num_carry)]
+            output_cotangents = [g if g is not None else zeros(carry_avals[i]) for i, g in enumerate(output_cotangents)]
+            output_cotangents += [y_cotangent[j] if j in y_given else zeros(y_avals[j]) for j in range(len(y_avals))]
+            input_cotangents = dict(zip(wrt, evaluated_outputs(backward, residual_values + output_cotangents)))
+            return ([a + input_cotangents[i] for a, i in zip(accumulated, const_wrt)]
+                    + [input_cotangents[i] for i in carry_wrt] + [input_cotangents[i] for i in x_wrt])
+
+        step_avals = ([aval_of(v) for v in const_residuals] + [Aval(body.inputs[i].aval.shape, "f64") for i in const_wrt]
+                      + [carry_avals[i - num_consts] for i in carry_wrt]
+                      + [Aval(aval_of(v).shape[1:], aval_of(v).dtype) for v in stacked_values]
+                      + [Aval(aval_of(v).shape[1:], aval_of(v).dtype) for v in x_residuals]
+                      + [y_avals[j] for j in y_given])
+        step, step_consts = closed_program(backward_step, step_avals)
+        n_carry = len(const_wrt) + len(carry_wrt)
+        outs = bind(scan_p, *step_consts, *const_residuals,
+                    *[zeros(Aval(body.inputs[i].aval.shape, "f64")) for i in const_wrt], *carry_cotangents,
+                    *stacked_values, *x_residuals, *[cotangents[num_carry + j] for j in y_given],
+                    body=step, num_consts=len(step_consts) + len(const_residuals), num_carry=n_carry, length=length,
+                    reverse=not reverse)
+        found = dict(zip(const_wrt + carry_wrt + x_wrt, outs))
+        return [found.get(i) for i in range(n_in)]
+
+    return results, pullback
+
+
+abstract_eval_rules[scan_p] = scan_abstract_eval
+impl_rules[scan_p] = scan_impl
+forward_vjp_rules[scan_p] = scan_forward_vjp
+
+
+# -- fori_loop -----------------------------------------------------------------------------
+
+
+def concrete_int(value) -> int | None:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def fori_loop(lower, upper, body_fun: Callable, init_val):
+    """`for i in range(lower, upper): val = body_fun(i, val)`, as `jax.lax.fori_loop`.
+
+    With Python ints for `lower` and `upper` it is a `scan` (reverse mode works through it);
+    with traced bounds a `while_loop` (forward only).
+    """
+    start, stop = concrete_int(lower), concrete_int(upper)
+    if start is None or stop is None:
+        def condition(state):
+            return state[0] < upper
+
+        def step(state):
+            i, value = state
+            return i + 1, body_fun(i, value)
+
+        return while_loop(condition, step, (lower, init_val))[1]
+
+    def step(state, _):
+        i, value = state
+        return (i + 1, body_fun(i, value)), None
+
+    return scan(step, (start, init_val), length=max(stop - start, 0))[0][1]
+
+
+# -- while_loop ----------------------------------------------------------------------------
+
+
+def while_loop(cond_fun: Callable, body_fun: Callable, init_val):
+    """`while cond_fun(val): val = body_fun(val)`, as `jax.lax.while_loop`. Not reverse-differentiable."""
+    init_leaves, carry_tree = tree_flatten(init_val)
+    init_leaves = [leaf_value(leaf) for leaf in init_leaves]
+    carry_avals = [aval_of(leaf) for leaf in init_leaves]
+
+    def condition(*values):
+        result = cond_fun(tree_unflatten(carry_tree, values))
+        if aval_of(result) not in (Aval((), "bool"),):
+            raise TypeError(f"while_loop's cond_fun must return a boolean scalar, not {aval_of(result)} "
+                            f"(at {where_text(user_source())})")
+        return [result]
+
+    def body(*values):
+        carry_leaves, out_tree = tree_flatten(body_fun(tree_unflatten(carry_tree, values)))
+        if out_tree == carry_tree:
+            carry_leaves = [carried(leaf, aval) for leaf, aval in zip(carry_leaves, carry_avals)]
+        check_carry("while_loop's body_fun", carry_tree, carry_avals, out_tree, [aval_of(x) for x in carry_leaves])
+        return carry_leaves
+
+    cond_program, cond_consts = closed_program(condition, carry_avals)
+    body_program, body_consts = closed_program(body, carry_avals)
+    outs = bind(while_p, *cond_consts, *body_consts, *init_leaves, cond=cond_program, body=body_program,
+                num_cond_consts=len(cond_consts))
+    return tree_unflatten(carry_tree, outs)
+
+
+def while_abstract_eval(*avals, cond: Program, body: Program, num_cond_consts: int):
+    carry = avals[len(avals) - len(body.outputs):]
+    if tuple(v.aval for v in cond.inputs) != avals[:num_cond_consts] + carry:
+        raise errors.ShapeError("while's condition does not take its consts and carries")
+    if tuple(v.aval for v in body.inputs) != avals[num_cond_consts:]:
+        raise errors.ShapeError("while's body does not take its consts and carries")
+    if tuple(x.aval for x in body.outputs) != carry:
+        raise errors.ShapeError("while's body does not return its carries")
+    if cond.outputs[0].aval != Aval((), "bool"):
+        raise errors.ShapeError("while's condition is not a boolean scalar")
+    return carry
+
+
+def while_impl(*args, cond: Program, body: Program, num_cond_consts: int):
+    n_carry = len(body.outputs)
+    cond_consts, body_consts = list(args[:num_cond_consts]), list(args[num_cond_consts:len(args) - n_carry])
+    carry = list(args[len(args) - n_carry:])
+    while evaluated_outputs(ClosedProgram(cond, ()), cond_consts + carry)[0]:
+        carry = evaluated_outputs(ClosedProgram(body, ()), body_consts + carry)
+    return carry
+
+
+def while_forward_vjp(primals, differentiated, **params):
+    raise errors.NonDifferentiableLoopError(
+        f"reverse-mode differentiation of tg.while_loop (at {where_text(user_source())}): its trip count is known "
+        "only when it runs, so there is no fixed set of steps to store. Use tg.fori_loop with Python int bounds "
+        "or tg.scan, which are reverse-differentiable, as in JAX")
+
+
+abstract_eval_rules[while_p] = while_abstract_eval
+impl_rules[while_p] = while_impl
+forward_vjp_rules[while_p] = while_forward_vjp
+
+
+# -- cond ----------------------------------------------------------------------------------
+
+
+def cond(pred, true_fun: Callable, false_fun: Callable, *operands):
+    """`true_fun(*operands)` if `pred` else `false_fun(*operands)`, as `jax.lax.cond`.
+
+    Both branches are traced; the compiled code runs the one `pred` chooses, and reverse mode
+    differentiates the branch taken. The branches must return values of one structure, shapes
+    and dtypes.
+    """
+    pred_aval = aval_of(pred)
+    if pred_aval.shape != ():
+        raise errors.ShapeError(f"cond's predicate must be a scalar, not {pred_aval} (at {where_text(user_source())})")
+    index = pred if pred_aval.dtype == "bool" else bind(ne_p, pred, 0)
+    return switch_on(index, (false_fun, true_fun), operands)
+
+
+def switch(index, branches, *operands):
+    """`branches[index](*operands)`, with `index` clamped to the branches, as `jax.lax.switch`."""
+    if aval_of(index) != Aval((), "i64"):
+        raise TypeError(f"switch's index must be an integer scalar, not {aval_of(index)} "
+                        f"(at {where_text(user_source())}); a Python int passed to a transformed function is "
+                        "traced as a float: pass np.array(i) for an int64 index, or make it a static argument")
+    return switch_on(index, tuple(branches), operands)
+
+
+def switch_on(index, branches: tuple, operands: tuple):
+    leaves, operand_tree = tree_flatten(operands)
+    leaves = [leaf_value(leaf) for leaf in leaves]
+    avals = [aval_of(leaf) for leaf in leaves]
+    programs, consts, trees = [], [], []
+    for branch in branches:
+        found = {}
+
+        def flat_branch(*values, branch=branch, found=found):
+            out_leaves, found["tree"] = tree_flatten(branch(*tree_unflatten(operand_tree, values)))
+            return out_leaves
+
+        program, branch_consts = closed_program(flat_branch, avals)
+        programs.append(program)
+        consts.append(branch_consts)
+        trees.append(found["tree"])
+    out_avals = [[x.aval for x in program.outputs] for program in programs]
+    if any(tree != trees[0] for tree in trees) or any(each != out_avals[0] for each in out_avals):
+        described = "; ".join(f"{tree}: {[str(a) for a in each]}" for tree, each in zip(trees, out_avals))
+        raise errors.ShapeError(f"cond's branches must return values of one structure, shapes and dtypes: "
+                                f"{described} (at {where_text(user_source())})")
+    outs = bind(cond_p, index, *[c for each in consts for c in each], *leaves, branches=tuple(programs),
+                branch_consts=tuple(len(each) for each in consts))
+    return tree_unflatten(trees[0], outs)
+
+
+def cond_abstract_eval(index, *avals, branches: tuple, branch_consts: tuple):
+    if index.shape != () or index.dtype not in ("bool", "i64"):
+        raise errors.ShapeError(f"cond's index is {index}")
+    operands = avals[sum(branch_consts):]
+    start = 0
+    for program, count in zip(branches, branch_consts):
+        if tuple(v.aval for v in program.inputs) != avals[start:start + count] + operands:
+            raise errors.ShapeError("a branch of cond does not take its operands")
+        start += count
+    return tuple(x.aval for x in branches[0].outputs)
+
+
+def branch_arguments(args, branch_consts: tuple, chosen: int) -> list:
+    start = sum(branch_consts[:chosen])
+    return list(args[start:start + branch_consts[chosen]]) + list(args[sum(branch_consts):])
+
+
+def chosen_branch(index, count: int) -> int:
+    return min(max(int(index), 0), count - 1)
+
+
+def cond_impl(index, *args, branches: tuple, branch_consts: tuple):
+    chosen = chosen_branch(index, len(branches))
+    return evaluated_outputs(ClosedProgram(branches[chosen], ()), branch_arguments(args, branch_consts, chosen))
+
+
+def cond_forward_vjp(primals, differentiated, *, branches: tuple, branch_consts: tuple):
+    """Each branch's forward part gives its results and every branch's residuals (zeros for the
+    others'), so the backward cond reads the residuals of the branch the forward one took."""
+    index, args = primals[0], primals[1:]
+    flags = differentiated[1:]
+    n_out = len(branches[0].outputs)
+    splits, wrts = [], []
+    start = 0
+    for program, count in zip(branches, branch_consts):
+        own = list(flags[start:start + count]) + list(flags[sum(branch_consts):])
+        wrt = [i for i, (flag, v) in enumerate(zip(own, program.inputs)) if flag and v.aval.dtype == "f64"]
+        splits.append(split_forward_backward(vjp_program(ClosedProgram(program, ()), wrt), len(program.inputs), n_out))
+        wrts.append(wrt)
+        start += count
+    residual_avals = [[Aval(x.aval.shape, x.aval.dtype) for x in forward.program.outputs[n_out:]]
+                      for forward, _ in splits]
+
+    def forward_branch(k):
+        forward = splits[k][0]
+
+        def run(*values):
+            outs = evaluated_outputs(forward, list(values))
+            residuals = []
+            for j, avals in enumerate(residual_avals):
+                residuals += outs[n_out:] if j == k else [zero_of(aval) for aval in avals]
+            return outs[:n_out] + residuals
+        return run
+
+    forward_programs, forward_consts = [], []
+    for k, program in enumerate(branches):
+        traced, traced_consts = closed_program(forward_branch(k), [v.aval for v in program.inputs])
+        forward_programs.append(traced)
+        forward_consts.append(traced_consts)
+    all_args = [args[sum(branch_consts[:k]):sum(branch_consts[:k + 1])] for k in range(len(branches))]
+    operands = list(args[sum(branch_consts):])
+    outs = bind(cond_p, index, *[c for k in range(len(branches)) for c in list(forward_consts[k]) + list(all_args[k])],
+                *operands, branches=tuple(forward_programs),
+                branch_consts=tuple(len(forward_consts[k]) + branch_consts[k] for k in range(len(branches))))
+    results, residuals = outs[:n_out], outs[n_out:]
+    n_args = len(args)
+
+    def pullback(cotangents):
+        out_avals = [Aval(x.aval.shape, "f64") for x in branches[0].outputs]
+        given = [g if g is not None else zeros(aval) for g, aval in zip(cotangents, out_avals)]
+        wanted = [i for i, flag in enumerate(flags) if flag and aval_of(args[i]).dtype == "f64"]
+
+        def backward_branch(k):
+            _, backward = splits[k]
+            offset = sum(len(avals) for avals in residual_avals[:k])
+
+            def run(*values):
+                own_residuals = list(values[offset:offset + len(residual_avals[k])])
+                cotangent_values = list(values[sum(len(a) for a in residual_avals):])
+                found = dict(zip(wrts[k], evaluated_outputs(backward, own_residuals + cotangent_values)))
+                own_start = sum(branch_consts[:k])
+                result = []
+                for i in wanted:  # args index -> this branch's input index
+                    if own_start <= i < own_start + branch_consts[k]:
+                        local = i - own_start
+                    elif i >= sum(branch_consts):
+                        local = branch_consts[k] + i - sum(branch_consts)
+                    else:
+                        local = None
+                    value = found.get(local) if local is not None else None
+                    result.append(value if value is not None else zero_of(Aval(aval_of(args[i]).shape, "f64")))
+                return result
+            return run
+
+        in_avals = [aval_of(r) for r in residuals] + out_avals
+        backward_programs, backward_consts = [], []
+        for k in range(len(branches)):
+            traced, traced_consts = closed_program(backward_branch(k), in_avals)
+            backward_programs.append(traced)
+            backward_consts.append(traced_consts)
+        outs = bind(cond_p, index, *[c for each in backward_consts for c in each], *residuals, *given,
+                    branches=tuple(backward_programs), branch_consts=tuple(len(each) for each in backward_consts))
+        found = dict(zip(wanted, outs))
+        return [None] + [found.get(i) for i in range(n_args)]
+
+    return results, pullback
+
+
+def zero_of(aval: Aval):
+    """A zero of `aval`'s shape and dtype, as a literal or a staged broadcast of one."""
+    value = {"f64": 0.0, "i64": 0, "bool": False}[aval.dtype]
+    return value if aval.shape == () else bind(broadcast_to_p, value, shape=aval.shape)
+
+
+abstract_eval_rules[cond_p] = cond_abstract_eval
+impl_rules[cond_p] = cond_impl
+forward_vjp_rules[cond_p] = cond_forward_vjp
