@@ -21,7 +21,7 @@ import numpy as np
 from . import errors
 from .core import (Interpreter, Tracer, aval_of, bind, current_interpreter, eval_program, forward_vjp_rules, read,
                    set_interpreter, vjp_rules)
-from .ir import Aval, ClosedProgram, Primitive, Program, Source, Var
+from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Source, Var
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
 from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
@@ -254,9 +254,14 @@ def split_forward_backward(joint: ClosedProgram, n_primals: int, n_outputs: int)
     program = joint.program
     primals, cotangent_inputs = program.inputs[:n_primals], program.inputs[n_primals:]
     in_backward = set(cotangent_inputs)
+    constant: set[Var] = set()  # made from literals only (a zero broadcast to a shape): computed where read
     forward_ops, backward_ops = [], []
     for op in program.ops:
-        if any(x in in_backward for x in op.inputs if isinstance(x, Var)):
+        if all(isinstance(x, Literal) or x in constant for x in op.inputs) and not op.sub_programs():
+            constant.update(op.outs)
+            forward_ops.append(op)
+            backward_ops.append(op)
+        elif any(x in in_backward for x in op.inputs if isinstance(x, Var)):
             in_backward.update(op.outs)
             backward_ops.append(op)
         else:
@@ -264,8 +269,8 @@ def split_forward_backward(joint: ClosedProgram, n_primals: int, n_outputs: int)
     backward_outputs = program.outputs[n_outputs:]
     needed = [x for op in backward_ops for x in op.inputs] + list(backward_outputs)
     constvars = set(program.constvars)
-    residuals = list(dict.fromkeys(x for x in needed
-                                   if isinstance(x, Var) and x not in in_backward and x not in constvars))
+    residuals = list(dict.fromkeys(x for x in needed if isinstance(x, Var) and x not in in_backward
+                                   and x not in constvars and x not in constant))
     forward = Program(program.constvars, primals, tuple(forward_ops), program.outputs[:n_outputs] + tuple(residuals))
     backward = Program(program.constvars, tuple(residuals) + cotangent_inputs, tuple(backward_ops),
                        backward_outputs)

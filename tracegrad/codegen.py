@@ -312,13 +312,16 @@ class SourceWriter:
     def array_bases(self, var: Var) -> set:
         """The Vars whose arrays `var`'s array may be, or be a view of."""
         op = self.maker.get(var)
-        if op is None or not self.may_share_input(op):
+        if op is None or not self.may_share_input(op, var):
             return {var}
         return set().union(*(self.array_bases(x) for x in op.inputs if isinstance(x, Var) and x.aval.shape))
 
-    def may_share_input(self, op: Op) -> bool:
-        """Whether the code of `op` may hand back its input's array or a view of it."""
-        return rule_for(op.primitive).view or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
+    def may_share_input(self, op: Op, result: Var) -> bool:
+        """Whether the code of `op` may hand back its input's array or a view of it as `result`."""
+        view = rule_for(op.primitive).view
+        if callable(view):
+            return view(op, result)
+        return view or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
 
 
 def function_text(name: str, params: list[str], body: list[str], results: list[str]) -> list[str]:

@@ -23,11 +23,11 @@ from typing import Callable
 import numpy as np
 
 from . import errors
-from .ad import evaluated_outputs, split_forward_backward, vjp_program, zeros
+from .ad import evaluated_outputs, split_forward_backward, vjp, vjp_program, zeros
 from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, bind, forward_vjp_rules,
                    impl_rules)
-from .ir import Aval, ClosedProgram, Primitive, Program, Var
-from .primitives import broadcast_to_p, ne_p
+from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Var
+from .primitives import broadcast_to_p, ne_p, pad_p, reshape_p
 from .source_info import user_source, where_text
 from .trace import trace_flat
 from .tree import TreeDef, tree_flatten, tree_unflatten
@@ -46,6 +46,33 @@ def closed_program(fun: Callable, in_avals: list[Aval]) -> tuple[Program, tuple]
     closed = trace_flat(fun, in_avals)
     program = closed.program
     return Program((), program.constvars + program.inputs, program.ops, program.outputs), closed.consts
+
+
+def hoisted(program: Program, consts: tuple) -> tuple[Program, tuple]:
+    """Compute a body's loop-invariant ops (those reading only its consts) once, before the loop.
+
+    They are bound in the current interpreter (staged, or differentiated, as the function's other
+    ops) and their values join the loop's consts: a step reads `w[0]` once, not once per step,
+    and reverse mode neither stores it per step nor sums its cotangent per step.
+    """
+    invariant = set(program.inputs[:len(consts)])
+    moved, kept = [], []
+    for op in program.ops:
+        if not op.sub_programs() and all(isinstance(x, Literal) or x in invariant for x in op.inputs):
+            moved.append(op)
+            invariant.update(op.outs)
+        else:
+            kept.append(op)
+    if not moved:
+        return program, consts
+    used = {x for op in kept for x in op.inputs} | set(program.outputs)
+    computed = [out for op in moved for out in op.outs if out in used]
+    before = Program((), program.inputs[:len(consts)], tuple(moved), tuple(computed))
+    values = evaluated_outputs(ClosedProgram(before, ()), list(consts))
+    still_read = [(var, value) for var, value in zip(program.inputs, consts) if var in used]
+    body = Program((), tuple(var for var, _ in still_read) + tuple(computed) + program.inputs[len(consts):],
+                   tuple(kept), program.outputs)
+    return body, tuple(value for _, value in still_read) + tuple(values)
 
 
 def leaf_value(leaf):
@@ -79,15 +106,22 @@ def carried(leaf, aval: Aval):
 # -- scan ----------------------------------------------------------------------------------
 
 
-def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False):
+def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,
+         checkpoint_every: int | None = None, *, recompute: bool = False):
     """Loop `f(carry, x) -> (carry, y)` over the leading axis of `xs`, as `jax.lax.scan`.
 
     Returns the final carry and the `y`s stacked along a new leading axis. `init` and `xs` are
     pytrees; `length` gives the trip count when `xs` is None; `reverse=True` runs from the last
     element of `xs` to the first (the `y`s still line up with the `xs`). `f` is traced once: the
     program holds one `scan` op whose body is `f`'s program, and the compiled code is a loop.
-    Reverse mode stacks the values the body's adjoint reads, one row per step.
+
+    Reverse mode stores the values the body's adjoint reads, one row per step. With
+    `checkpoint_every=k` it stores only the carry at the start of every k-th step and, going
+    backwards, recomputes each segment of k steps from it: about length/k + k rows of memory
+    instead of length, for one more forward pass of the loop (docs/api.md has measurements).
     """
+    if checkpoint_every is not None:
+        return checkpointed_scan(f, init, xs, length, reverse, int(checkpoint_every))
     init_leaves, carry_tree = tree_flatten(init)
     xs_leaves, xs_tree = tree_flatten(xs)
     init_leaves = [leaf_value(leaf) for leaf in init_leaves]
@@ -121,13 +155,71 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
         y_leaves, found["y_tree"] = tree_flatten(y)
         return carry_leaves + y_leaves
 
-    program, consts = closed_program(body, carry_avals + x_avals)
+    program, consts = hoisted(*closed_program(body, carry_avals + x_avals))
+    recomputed = {"recompute": True} if recompute else {}  # printed only when set
     outs = bind(scan_p, *consts, *init_leaves, *xs_leaves, body=program, num_consts=len(consts),
-                num_carry=n_carry, length=length, reverse=bool(reverse))
+                num_carry=n_carry, length=length, reverse=bool(reverse), **recomputed)
     return tree_unflatten(carry_tree, outs[:n_carry]), tree_unflatten(found["y_tree"], outs[n_carry:])
 
 
-def scan_abstract_eval(*avals, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool):
+def checkpointed_scan(f: Callable, init, xs, length: int | None, reverse: bool, every: int):
+    """A scan over segments of `every` steps whose reverse mode recomputes each segment (see `scan`)."""
+    if every < 1:
+        raise ValueError(f"checkpoint_every must be a positive int, not {every} (at {where_text(user_source())})")
+    xs_leaves, xs_tree = tree_flatten(xs)
+    xs_leaves = [leaf_value(leaf) for leaf in xs_leaves]
+    if length is None:
+        if not xs_leaves:
+            raise errors.ShapeError(f"scan needs xs or length to know how many steps to run "
+                                    f"(at {where_text(user_source())})")
+        length = aval_of(xs_leaves[0]).shape[0]
+    segments = length // every
+    if segments < 2:
+        return scan(f, init, xs, length, reverse)
+    covered = segments * every  # the rest run as a plain scan, after the segments in the loop's order
+    segment_rows = (length - covered, length) if reverse else (0, covered)
+    rest_rows = (0, length - covered) if reverse else (covered, length)
+
+    def rows(leaf, start: int, stop: int):
+        return leaf[start:stop]
+
+    def as_segments(leaf):
+        part = rows(leaf, *segment_rows)
+        return reshape(part, (segments, every) + tuple(aval_of(leaf).shape[1:]))
+
+    def segment(carry, x_segment):
+        return scan(f, carry, tree_unflatten(xs_tree, x_segment) if xs_leaves else None, length=every,
+                    reverse=reverse)
+
+    carry, y_segments = scan(segment, init, [as_segments(leaf) for leaf in xs_leaves], length=segments,
+                             reverse=reverse, recompute=True)
+    y_segment_leaves, y_tree = tree_flatten(y_segments)
+    y_leaves = [reshape(y, (covered,) + tuple(aval_of(y).shape[2:])) for y in y_segment_leaves]
+    if covered == length:
+        return carry, tree_unflatten(y_tree, y_leaves)
+    rest = tree_unflatten(xs_tree, [rows(leaf, *rest_rows) for leaf in xs_leaves]) if xs_leaves else None
+    carry, y_rest = scan(f, carry, rest, length=length - covered, reverse=reverse)
+    joined = [rows_joined(y, segment_rows, other, rest_rows, length)
+              for y, other in zip(y_leaves, tree_flatten(y_rest)[0])]
+    return carry, tree_unflatten(y_tree, joined)
+
+
+def reshape(x, shape: tuple[int, ...]):
+    return x if aval_of(x).shape == shape else bind(reshape_p, x, shape=shape)
+
+
+def rows_joined(first, first_rows: tuple[int, int], second, second_rows: tuple[int, int], length: int):
+    """The rows of `first` and `second` placed at their row ranges of one stacked array."""
+    placed = []
+    for part, (start, stop) in ((first, first_rows), (second, second_rows)):
+        shape = (length,) + tuple(aval_of(part).shape[1:])
+        index = ((start, stop, 1),) + tuple((0, n, 1) for n in shape[1:])
+        placed.append(bind(pad_p, part, shape=shape, index=index))
+    return placed[0] + placed[1]
+
+
+def scan_abstract_eval(*avals, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool,
+                       recompute: bool = False):
     carry = avals[num_consts:num_consts + num_carry]
     xs = avals[num_consts + num_carry:]
     if any(x.shape[:1] != (length,) for x in xs):
@@ -143,7 +235,8 @@ def scan_abstract_eval(*avals, body: Program, num_consts: int, num_carry: int, l
     return tuple(carry) + tuple(Aval((length,) + y.shape, y.dtype) for y in outs[num_carry:])
 
 
-def scan_impl(*args, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool):
+def scan_impl(*args, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool,
+              recompute: bool = False):
     consts, carry = list(args[:num_consts]), list(args[num_consts:num_consts + num_carry])
     xs = args[num_consts + num_carry:]
     closed = ClosedProgram(body, ())
@@ -172,7 +265,7 @@ def depends_on(program: Program, flags) -> list[bool]:
 
 
 def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int, num_carry: int, length: int,
-                     reverse: bool):
+                     reverse: bool, recompute: bool = False):
     """Run the scan once, stacking what the body's adjoint reads; backward is a scan the other way.
 
     Differentiated are the float inputs the caller differentiates, and the carries a body step
@@ -192,6 +285,8 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
     if not wrt:
         return bind(scan_p, *primals, body=body, num_consts=num_consts, num_carry=num_carry, length=length,
                     reverse=reverse), None
+    if recompute:
+        return recomputing_scan_vjp(primals, wrt, body, num_consts, num_carry, length, reverse)
     forward, backward = split_forward_backward(vjp_program(ClosedProgram(body, ()), wrt), n_in, n_out)
     forward_program, backward_program = forward.program, backward.program
     residuals = forward_program.outputs[n_out:]
@@ -253,6 +348,57 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
                     *stacked_values, *x_residuals, *[cotangents[num_carry + j] for j in y_given],
                     body=step, num_consts=len(step_consts) + len(const_residuals), num_carry=n_carry, length=length,
                     reverse=not reverse)
+        found = dict(zip(const_wrt + carry_wrt + x_wrt, outs))
+        return [found.get(i) for i in range(n_in)]
+
+    return results, pullback
+
+
+def recomputing_scan_vjp(primals, wrt: list[int], body: Program, num_consts: int, num_carry: int, length: int,
+                         reverse: bool):
+    """Reverse mode storing only each step's incoming carries; the backward scan recomputes each step
+    (for checkpoint_every, a whole segment of steps) under reverse mode from them."""
+    n_in, n_out = len(body.inputs), len(body.outputs)
+    carry_inputs = body.inputs[num_consts:num_consts + num_carry]
+    keeping = Program((), body.inputs, body.ops, body.outputs + carry_inputs)  # the incoming carries as ys
+    outs = bind(scan_p, *primals, body=keeping, num_consts=num_consts, num_carry=num_carry, length=length,
+                reverse=reverse)
+    results, incoming = outs[:n_out], outs[n_out:]
+    consts, xs = list(primals[:num_consts]), list(primals[num_consts + num_carry:])
+    out_avals = [Aval(x.aval.shape, "f64") for x in body.outputs]
+    const_wrt = [i for i in wrt if i < num_consts]
+    carry_wrt = [i for i in wrt if num_consts <= i < num_consts + num_carry]
+    x_wrt = [i for i in wrt if i >= num_consts + num_carry]
+
+    def pullback(cotangents):
+        y_given = [j for j, g in enumerate(cotangents[num_carry:]) if g is not None]
+
+        def backward_step(*values):
+            values = list(values)
+            take = lambda count: [values.pop(0) for _ in range(count)]
+            const_values, accumulated = take(num_consts), take(len(const_wrt))
+            carry_cotangent = dict(zip(carry_wrt, take(len(carry_wrt))))
+            carry_values, x_values = take(num_carry), take(len(xs))
+            y_cotangent = dict(zip(y_given, take(len(y_given))))
+            step = lambda *inputs: evaluated_outputs(ClosedProgram(body, ()), list(inputs))
+            _, step_pullback = vjp(step, const_values + carry_values + x_values, wrt)
+            output_cotangents = [carry_cotangent.get(num_consts + i) for i in range(num_carry)]
+            output_cotangents += [y_cotangent.get(j) for j in range(n_out - num_carry)]
+            input_cotangents = dict(zip(wrt, step_pullback(output_cotangents)))
+            return ([a + input_cotangents[i] for a, i in zip(accumulated, const_wrt)]
+                    + [input_cotangents[i] for i in carry_wrt] + [input_cotangents[i] for i in x_wrt])
+
+        step_avals = ([v.aval for v in body.inputs[:num_consts]]
+                      + [Aval(body.inputs[i].aval.shape, "f64") for i in const_wrt + carry_wrt]
+                      + [v.aval for v in carry_inputs] + [v.aval for v in body.inputs[num_consts + num_carry:]]
+                      + [out_avals[num_carry + j] for j in y_given])
+        step, step_consts = closed_program(backward_step, step_avals)
+        carry_cotangents = [cotangents[i - num_consts] if cotangents[i - num_consts] is not None
+                            else zeros(out_avals[i - num_consts]) for i in carry_wrt]
+        outs = bind(scan_p, *step_consts, *consts, *[zeros(Aval(body.inputs[i].aval.shape, "f64")) for i in const_wrt],
+                    *carry_cotangents, *incoming, *xs, *[cotangents[num_carry + j] for j in y_given],
+                    body=step, num_consts=len(step_consts) + num_consts, num_carry=len(const_wrt) + len(carry_wrt),
+                    length=length, reverse=not reverse)
         found = dict(zip(const_wrt + carry_wrt + x_wrt, outs))
         return [found.get(i) for i in range(n_in)]
 

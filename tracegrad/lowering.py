@@ -14,7 +14,8 @@ tracegrad/primitives.py, its code is its entry here. An entry (`Lowering`) holds
                      arrays are computed by it (in numba's object mode) instead of in a loop
     libm_call        its element calls libm (3-15 ns each in numba): a loop of them is worth threads sooner
     view             its statement may hand back its input's array or a view of it (reshape, x.T,
-                     x[1:]): outputs made so are copied, and never kept in a workspace
+                     x[1:]): outputs made so are copied, and never kept in a workspace; for a
+                     primitive of several results, a function (op, result) saying it of one
     product          a matrix product: float64 operands call tracegrad.gemm's kernels under numba
     accumulator      a sum over every axis of a fused loop's value is a `+=` in that loop
     control_flow     a loop or branch: a function (writer, op) giving its lines, its sub-programs'
@@ -47,7 +48,7 @@ class Lowering:
     element: str | None = None
     simd_ufunc: str | None = None
     libm_call: bool = False
-    view: bool = False
+    view: bool | Callable[[Op, object], bool] = False
     product: bool = False
     accumulator: bool = False
     control_flow: Callable | None = None
@@ -376,6 +377,11 @@ def emit_cond(writer, op: Op) -> list[str]:
     return lines
 
 
-rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=True)  # a carry may be its initial array
+def carry_result(op: Op, result) -> bool:
+    """A scan's carry may be its initial array (after no steps, or a body that returns it); its ys are new."""
+    return result in op.outs[:op.param["num_carry"]]
+
+
+rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=carry_result)
 rules[while_p] = Lowering(emit_while, control_flow=emit_while, view=True)
 rules[cond_p] = Lowering(emit_cond, control_flow=emit_cond, view=True)  # a branch may return an operand
