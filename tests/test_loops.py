@@ -331,3 +331,23 @@ def test_checkpoint_every_stores_about_length_over_k_plus_k_rows():
     assert stored_rows(plain) >= 20_000  # two residuals per step: sin c and cos c (or c)
     assert stored_rows(checkpointed) <= 100 + 2 * 100 * 2  # 100 carries, then one segment's residuals at a time
     assert tg.grad(make(100))(0.5) == pytest.approx(tg.grad(make(None))(0.5), rel=1e-12)
+
+
+def test_debug_nans_names_the_line_in_the_body_and_the_step(backend):
+    def f(xs):
+        def step(c, x):
+            c = tnp.log(c + x)  # nan once c + x < 0
+            return c, c
+        return tg.scan(step, 1.0, xs)[0]
+
+    line = f.__code__.co_firstlineno + 2
+    tg.config.debug_nans, saved = True, tg.config.debug_nans
+    try:
+        with pytest.raises(FloatingPointError, match=rf"log produced nan .*test_loops.py:{line} \(step 2 of the loop at"):
+            tg.jit(f)(np.array([1.0, 0.5, -5.0, 1.0]))
+        nested = lambda xs: tg.scan(lambda c, row: (f(row) + c, None), 0.0, xs)[0]
+        with pytest.raises(FloatingPointError, match=r"\(step 1 of the loop at .*\) \(step 2 of the loop at"):
+            tg.jit(nested)(np.array([[1.0, 0.5, 2.0], [1.0, 0.5, -5.0]]))
+        assert tg.jit(f)(np.array([1.0, 0.5, 5.0])) == pytest.approx(np.log(np.log(np.log(2.0) + 0.5) + 5.0))
+    finally:
+        tg.config.debug_nans = saved

@@ -82,13 +82,35 @@ def reference(x):
 
 def test_a_long_scalar_program_runs_on_the_tape():
     tg.config.backend, saved = "numba", tg.config.backend
+    tg.config.reroll_loops = False  # kept unrolled (else it is a scan of log1p steps, tested below)
     try:
         lowered = tg.jit(long_scalar_program).lower(0.5)
         assert len(lowered.optimized_ir.ops) == 6000
         assert "_run_tape(" in lowered.source and "# log1p" in lowered.source
         assert lowered(0.5) == pytest.approx(reference(0.5), rel=1e-13)
     finally:
+        tg.config.backend, tg.config.reroll_loops = saved, True
+
+
+def test_a_long_loop_rolled_into_a_scan():
+    tg.config.backend, saved = "numba", tg.config.backend
+    try:
+        lowered = tg.jit(long_scalar_program).lower(0.5)
+        assert "scan[" in str(lowered.optimized_ir) and "np.log1p(" in lowered.source
+        assert lowered(0.5) == pytest.approx(reference(0.5), rel=1e-13)
+        assert tg.grad(long_scalar_program)(0.5) == pytest.approx(
+            derivative(0.5), rel=1e-12)
+    finally:
         tg.config.backend = saved
+
+
+def derivative(x):
+    """d/dx of long_scalar_program by the chain rule, step by step in NumPy."""
+    slope = 1.0
+    for i in range(1, 2001):
+        slope *= 0.5 / (1.0 + x)
+        x = np.log1p(x) * 0.5 + 0.001 * i
+    return slope
 
 
 def test_the_python_backend(python_backend):

@@ -26,6 +26,7 @@ from .errors import NonScalarOutputError
 from .core import Tracer, as_traceable_array, aval_of, dtype_name, tracing
 from .ir import Aval, ClosedProgram, Program
 from .passes import optimize
+from .reroll import reroll_loops
 from .source_info import user_source, where_text
 from .warn import warn
 from .tree import LEAF, TreeDef, flatten_into, tree_flatten, tree_unflatten, unflatten_expression, unflattener
@@ -275,7 +276,7 @@ class Compiled:
     @functools.cached_property
     def optimized(self) -> ClosedProgram:
         """The program after the passes that run before code generation."""
-        return optimize(self.traced)
+        return optimize(reroll_loops(self.traced) if self.settings.reroll_loops else self.traced)
 
     @functools.cached_property
     def consts(self) -> tuple:
@@ -556,7 +557,13 @@ def gradient_transformation(fun, argnums, has_aux: bool, with_value: bool, setti
         flat = Flattened(fun, (), signature)
 
         def run(*leaves) -> FlatResult:
-            outputs, pullback = ad.vjp(flat, list(leaves), wrt)
+            function = flat
+            if settings.reroll_loops and all(isinstance(leaf, Tracer) for leaf in leaves):
+                # staged: `fun` becomes a program first, whose unrolled Python loops are rolled back
+                # into scans, so reverse mode and numba see one loop, not a thousand copies of its body
+                closed = reroll_loops(trace.trace_flat(flat, [leaf.aval for leaf in leaves]))
+                function = lambda *values: ad.evaluated_outputs(closed, values)
+            outputs, pullback = ad.vjp(function, list(leaves), wrt)
             value_tree, aux_tree = value_and_aux_trees(fun, flat.tree, has_aux)
             if value_tree.structure is not LEAF or aval_of(outputs[0]) != Aval(()):
                 shown = aval_of(outputs[0]) if value_tree.structure is LEAF else value_tree
@@ -676,6 +683,7 @@ def compiled_vjp(flat: Flattened, signature: Signature, wrt: list[int]) -> tuple
     joint program of `fun`'s, which is split into a forward and an adjoint."""
     settings = config.snapshot()
     closed = trace.trace_flat(flat, [leaf_aval(x) for x in signature.leaves])
+    closed = reroll_loops(closed) if settings.reroll_loops else closed
     n_outputs = len(closed.program.outputs)
     forward, backward = ad.split_forward_backward(ad.vjp_program(closed, wrt), len(signature.leaves), n_outputs)
     flat_list = lambda n: TreeDef((list, None, (LEAF,) * n), n)

@@ -59,7 +59,7 @@ class SourceWriter:
     """Names the Vars of one program (as its printer does) and writes its statements."""
 
     def __init__(self, program: Program, name: str, check_finite: bool = False, numba: bool = False,
-                 parallel: bool = False, enclosing: SourceWriter | None = None):
+                 parallel: bool = False, enclosing: SourceWriter | None = None, step: tuple[str, str] | None = None):
         self.program = program
         self.function_name = name
         self.check_finite = check_finite
@@ -67,7 +67,8 @@ class SourceWriter:
         self.fuse = numba and not check_finite
         self.parallel = parallel and self.fuse and enclosing is None
         # a loop's body is written inside the function that runs it, named by that function's namer
-        self.loop_depth = 0 if enclosing is None else enclosing.loop_depth + 1
+        # the enclosing loops' step counters and where each loop is: (`_t0`, "file.py:12"), outermost first
+        self.steps: tuple[tuple[str, str], ...] = () if enclosing is None else enclosing.steps + ((step,) if step else ())
         self.loop_functions: list[str] = []  # parallel loops, written before the function that calls them
         self.users: dict[Var, list[Op]] = {}
         for op in program.ops:
@@ -127,9 +128,14 @@ class SourceWriter:
         lines = emit(out, inputs, op)
         return [f"{out} = {lines}"] if isinstance(lines, str) else lines
 
-    def sub_program_lines(self, program: Program) -> list[str]:
-        """The statements of a sub-program (a loop's body) inside this function, in its names."""
-        inner = SourceWriter(program, self.function_name, self.check_finite, self.numba, enclosing=self)
+    def step_counter(self) -> str:
+        """The name of the step counter of a loop written here: `_t0`, and `_t1` in its body."""
+        return f"_t{len(self.steps)}"
+
+    def sub_program_lines(self, program: Program, step: tuple[str, str] | None = None) -> list[str]:
+        """The statements of a sub-program inside this function, in its names: a loop's body (its
+        `step`: the counter and where the loop is, for debug_nans' messages) or a branch."""
+        inner = SourceWriter(program, self.function_name, self.check_finite, self.numba, enclosing=self, step=step)
         lines = inner.body(inner.program_groups if inner.program_groups is not None else inner.groups(program.ops))
         self.loop_functions.extend(inner.loop_functions)
         return lines or ["pass"]
@@ -283,9 +289,11 @@ class SourceWriter:
         out = self.name(op.out)
         where = f"{op.source.file}:{op.source.line}" if op.source else "an unknown line"
         phase = f"the adjoint of {op.adjoint_of}" if op.adjoint_of else "the forward pass"
-        message = f"{op.primitive.name} produced nan or inf in {phase}, at {where}"
+        message = repr(f"{op.primitive.name} produced nan or inf in {phase}, at {where}")
+        for counter, loop in self.steps:  # which step of each enclosing loop
+            message += f' + " (step " + str({counter}) + " of the loop at {loop})"'
         test = f"np.isfinite({out})" if op.out.aval.shape == () else f"np.isfinite({out}).all()"
-        return [f"if not {test}:", f"    raise FloatingPointError({message!r})"]
+        return [f"if not {test}:", f"    raise FloatingPointError({message})"]
 
     def result(self, atom) -> str:
         text = self.atom(atom)

@@ -2,8 +2,9 @@
 
 `tg.config.backend = "python"` runs generated code without numba; `tg.config.debug_nans = True`
 stops at the first nan or inf; `tg.config.parallel = True` spreads long elementwise loops over
-the CPU's cores. The environment variables TRACEGRAD_BACKEND, TRACEGRAD_DEBUG_NANS,
-TRACEGRAD_PARALLEL and TRACEGRAD_BACKGROUND_COMPILE set the defaults.
+the CPU's cores; `tg.config.reroll_loops = False` keeps unrolled Python loops unrolled. The
+environment variables TRACEGRAD_BACKEND, TRACEGRAD_DEBUG_NANS, TRACEGRAD_PARALLEL,
+TRACEGRAD_BACKGROUND_COMPILE and TRACEGRAD_REROLL_LOOPS set the defaults.
 
 The bounds on memory, disk and exit time (`max_signatures`, `max_compiled_programs`,
 `cache_max_mb`, `exit_wait_seconds`; TRACEGRAD_MAX_SIGNATURES, TRACEGRAD_MAX_COMPILED_PROGRAMS,
@@ -25,6 +26,9 @@ class Config:
     # run new programs with NumPy while numba compiles them in a background thread
     compile_in_background: bool = attrs.field(
         default=os.environ.get("TRACEGRAD_BACKGROUND_COMPILE", "1") not in ("", "0"), converter=bool)
+    # roll the copies of an unrolled Python loop in a long program back into a scan (tracegrad.reroll)
+    reroll_loops: bool = attrs.field(default=os.environ.get("TRACEGRAD_REROLL_LOOPS", "1") not in ("", "0"),
+                                     converter=bool)
     # numba prange over the outer index of elementwise loops that make codegen.PARALLEL_MIN_LIBM_CALLS libm calls
     parallel: bool = attrs.field(default=os.environ.get("TRACEGRAD_PARALLEL", "") not in ("", "0"), converter=bool)
 

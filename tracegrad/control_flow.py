@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import attrs
 import numpy as np
 
 from . import errors
@@ -27,6 +28,7 @@ from .ad import evaluated_outputs, split_forward_backward, vjp, vjp_program, zer
 from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, bind, forward_vjp_rules,
                    impl_rules)
 from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Var
+from .passes import atom_key, eliminate_common_subexpressions
 from .primitives import broadcast_to_p, ne_p, pad_p, reshape_p
 from .source_info import user_source, where_text
 from .trace import trace_flat
@@ -67,11 +69,21 @@ def hoisted(program: Program, consts: tuple) -> tuple[Program, tuple]:
         return program, consts
     used = {x for op in kept for x in op.inputs} | set(program.outputs)
     computed = [out for op in moved for out in op.outs if out in used]
-    before = Program((), program.inputs[:len(consts)], tuple(moved), tuple(computed))
-    values = evaluated_outputs(ClosedProgram(before, ()), list(consts))
+    # the same value computed twice (`p[0]` read in two places) is one const, with one cotangent to sum
+    before = eliminate_common_subexpressions(ClosedProgram(Program((), program.inputs[:len(consts)], tuple(moved),
+                                                                   tuple(computed)), ())).program
+    first: dict = {}
+    renamed = {var: first.setdefault(atom_key(atom), var) for var, atom in zip(computed, before.outputs)}
+    unique = [var for var in computed if renamed[var] is var]
+    rename = lambda atom: renamed.get(atom, atom) if isinstance(atom, Var) else atom
+    kept = [attrs.evolve(op, inputs=tuple(map(rename, op.inputs))) for op in kept]
+    outputs = tuple(map(rename, program.outputs))
+    values = evaluated_outputs(ClosedProgram(attrs.evolve(before, outputs=tuple(
+        atom for var, atom in zip(computed, before.outputs) if renamed[var] is var)), ()), list(consts))
+    used = {x for op in kept for x in op.inputs} | set(outputs)
     still_read = [(var, value) for var, value in zip(program.inputs, consts) if var in used]
-    body = Program((), tuple(var for var, _ in still_read) + tuple(computed) + program.inputs[len(consts):],
-                   tuple(kept), program.outputs)
+    body = Program((), tuple(var for var, _ in still_read) + tuple(unique) + program.inputs[len(consts):],
+                   tuple(kept), outputs)
     return body, tuple(value for _, value in still_read) + tuple(values)
 
 

@@ -23,6 +23,7 @@ tracegrad/primitives.py, its code is its entry here. An entry (`Lowering`) holds
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import attrs
@@ -315,11 +316,15 @@ def bind_values(writer, variables, atoms) -> list[str]:
     return [f"{writer.name(v)} = {writer.atom(a)}" for v, a in zip(variables, atoms)]
 
 
+def loop_place(op: Op) -> str:
+    return f"{os.path.basename(op.source.file)}:{op.source.line}" if op.source else "?"
+
+
 def emit_scan(writer, op: Op) -> list[str]:
     """`for _t in range(length)`: the carries are the op's outputs, updated each step; each y is
     written into row _t of its stacked output."""
     body, n_consts, n_carry = op.param["body"], op.param["num_consts"], op.param["num_carry"]
-    length, step = op.param["length"], f"_t{writer.loop_depth}"
+    length, step = op.param["length"], writer.step_counter()
     carries, ys = op.outs[:n_carry], op.outs[n_carry:]
     xs = op.inputs[n_consts + n_carry:]
     lines = bind_values(writer, body.inputs[:n_consts], op.inputs[:n_consts])
@@ -329,7 +334,7 @@ def emit_scan(writer, op: Op) -> list[str]:
                  f"for {step} in range({length}):")
     inside = bind_values(writer, body.inputs[n_consts:n_consts + n_carry], carries)
     inside += [f"{writer.name(v)} = {writer.atom(x)}[{step}]" for v, x in zip(body.inputs[n_consts + n_carry:], xs)]
-    inside += writer.sub_program_lines(body)
+    inside += writer.sub_program_lines(body, (step, loop_place(op)))
     inside += bind_values(writer, carries, body.outputs[:n_carry])
     inside += [f"{writer.name(y)}[{step}] = {writer.atom(x)}" for y, x in zip(ys, body.outputs[n_carry:])]
     return lines + indented(inside)
@@ -344,14 +349,16 @@ def emit_while(writer, op: Op) -> list[str]:
     lines = bind_values(writer, cond.inputs[:n_cond_consts], op.inputs[:n_cond_consts])
     lines += bind_values(writer, body.inputs[:n_body_consts], op.inputs[n_cond_consts:n_cond_consts + n_body_consts])
     lines += bind_values(writer, carries, op.inputs[len(op.inputs) - n_carry:])
+    step = writer.step_counter()
     inside = bind_values(writer, cond.inputs[n_cond_consts:], carries)
-    inside += writer.sub_program_lines(cond)
+    inside += writer.sub_program_lines(cond, (step, loop_place(op)))
     inside.append(f"if not {writer.atom(cond.outputs[0])}:")
     inside.append(INDENT + "break")
     inside += bind_values(writer, body.inputs[n_body_consts:], carries)
-    inside += writer.sub_program_lines(body)
+    inside += writer.sub_program_lines(body, (step, loop_place(op)))
     inside += bind_values(writer, carries, body.outputs)
-    return lines + ["while True:"] + indented(inside)
+    inside.append(f"{step} += 1")
+    return lines + [f"{step} = 0", "while True:"] + indented(inside)
 
 
 def emit_cond(writer, op: Op) -> list[str]:
