@@ -2,6 +2,7 @@
 import collections
 import inspect
 import linecache
+import threading
 
 import numpy as np
 import pytest
@@ -318,3 +319,38 @@ def test_the_fast_lane_builds_the_results_tree():
         np.testing.assert_array_equal(result["pair"].first, x * 2.0)
         assert result["pair"].second[0] == 2.0 and type(result["pair"].second[1]) is tuple
     assert jitted.lower(x, y).compiled.finish_expression is not None
+
+
+def test_threads_generating_two_programs_sources_do_not_wait_for_each_other(python_backend, monkeypatch):
+    # functools.cached_property (Python <= 3.11) holds one lock per attribute for all instances: the
+    # second source waited until the first one's was written (and a child forked meanwhile hung)
+    def doubled(x):
+        return x * 2.0
+
+    def tripled(x):
+        return x * 3.0
+
+    first, second = tg.jit(doubled).lower(1.0), tg.jit(tripled).lower(1.0)
+    inside, release = threading.Event(), threading.Event()
+    real_generate_source = codegen.generate_source
+
+    def generate_source(program, name, **options):
+        if name == "jit_doubled":  # the first source takes until released
+            inside.set()
+            release.wait(30)
+        return real_generate_source(program, name, **options)
+
+    monkeypatch.setattr(codegen, "generate_source", generate_source)
+    slow = threading.Thread(target=lambda: first.source)
+    slow.start()
+    try:
+        assert inside.wait(30)
+        quick = threading.Thread(target=lambda: second.source)
+        quick.start()
+        quick.join(10)
+        assert not quick.is_alive(), "the second source waited for the first one"
+    finally:
+        release.set()
+        slow.join()
+    assert first(1.0) == 2.0 and second(1.0) == 3.0
+    assert "source" in vars(second.compiled)  # computed once, kept in the instance

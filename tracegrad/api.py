@@ -11,7 +11,6 @@ join the enclosing trace: nothing is compiled or inlined.
 from __future__ import annotations
 
 import collections
-import functools
 import re
 import weakref
 from typing import Any, Callable
@@ -247,6 +246,26 @@ def checked_leaf(leaf):
     return leaf
 
 
+class cached_attribute:
+    """An attribute computed on first use and stored in the instance, like functools.cached_property
+    without its lock: up to Python 3.11 that lock is one per attribute for all instances, so threads
+    computing it for different instances wait for each other, and a child forked while a thread holds
+    it hangs at its first use. Threads that compute it at once for one instance all get the value
+    stored first."""
+
+    def __init__(self, compute: Callable):
+        self.compute = compute
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner, name: str):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return instance.__dict__.setdefault(self.name, self.compute(instance))
+
+
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
@@ -272,16 +291,16 @@ class Compiled:
     def ir(self) -> Program:
         return self.traced.program
 
-    @functools.cached_property
+    @cached_attribute
     def optimized(self) -> ClosedProgram:
         """The program after the passes that run before code generation."""
         return optimize(self.traced)
 
-    @functools.cached_property
+    @cached_attribute
     def consts(self) -> tuple:
         return self.optimized.consts
 
-    @functools.cached_property
+    @cached_attribute
     def source(self) -> str:
         numba = self.settings.backend == "numba"
         return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
@@ -323,7 +342,7 @@ class Compiled:
             self.request_compile(args[len(self.consts):])
         return self.numpy_function(*args)
 
-    @functools.cached_property
+    @cached_attribute
     def numpy_function(self) -> Callable:
         return self.numpy_code()
 
