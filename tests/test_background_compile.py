@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
-from tracegrad import codegen
+from tracegrad import codegen, concurrency
 
 
 @pytest.fixture
@@ -85,3 +86,37 @@ def test_a_short_process_waits_for_its_compile_so_the_next_one_starts_warm(tmp_p
     warm_value, *warm_stats = run()
     assert warm_value == cold_value
     assert warm_stats == ["1", "0"]  # numba's code from the first call, loaded from the cache: no compile
+
+
+def test_the_compile_thread_keeps_no_workspace_arrays(in_background, monkeypatch):
+    # the compile thread runs each new program once to compile it: the large temporaries the program
+    # keeps per thread (its workspace) must not stay with that thread for the rest of the process
+    monkeypatch.setattr(codegen, "WORKSPACE_MIN_SIZE", 8)
+    jitted = tg.jit(lambda x, w: tnp.sum(tnp.tanh(x @ w) * 1.75, axis=0))
+    x, w = np.ones((40, 3)), np.full((3, 2), 0.5)
+    want = np.full(2, 40 * np.tanh(1.5) * 1.75)
+    np.testing.assert_allclose(jitted(x, w), want, rtol=1e-14)  # NumPy's code while numba compiles
+    tg.wait_for_compiles()
+    np.testing.assert_allclose(jitted(x, w), want, rtol=1e-14)  # numba's code, with this thread's workspace
+    compiled = jitted.lower(x, w).compiled
+    assert "numpy_function" in vars(compiled)  # so numba's code was compiled on the compile thread
+    function = compiled.function
+    (kept,) = [value for value in function.__globals__.values() if isinstance(value, threading.local)]
+    assert hasattr(kept, "arrays")
+    on_compile_thread = []
+    concurrency.submit(concurrency.Job(lambda: on_compile_thread.append(vars(kept).copy()), lambda: None))
+    tg.wait_for_compiles()
+    assert on_compile_thread == [{}]
+
+
+def test_a_failure_to_mark_the_disk_cache_does_not_fail_the_compiled_function(in_background, monkeypatch):
+    def broken_mark_compiled(source):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(codegen, "mark_compiled", broken_mark_compiled)
+    jitted = tg.jit(lambda x: tnp.sum(tnp.cos(x) * 1.375))
+    assert jitted(np.zeros(4)) == 5.5  # NumPy's code while numba compiles
+    with pytest.warns(RuntimeWarning, match="could not note jit_fun as compiled in the disk cache"):
+        tg.wait_for_compiles()
+    assert jitted(np.zeros(4)) == 5.5
+    assert hasattr(jitted.lower(np.zeros(4)).compiled.function, "py_func")  # numba's code

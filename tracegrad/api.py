@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import re
+import threading
 import weakref
 from typing import Any, Callable
 
@@ -148,6 +149,16 @@ def raising(error: BaseException) -> Callable:
         raise error
 
     return run
+
+
+def release_thread_workspace(function: Callable) -> None:
+    """Free the large temporaries that `function`'s generated module keeps for the calling thread (a
+    `threading.local`, see codegen.workspace_caller): the compile thread runs each program once, and
+    would otherwise keep them as long as the process lives."""
+    namespace = getattr(function, "py_func", function).__globals__
+    for value in list(namespace.values()):
+        if isinstance(value, threading.local):
+            vars(value).clear()
 
 
 def check_result_leaf(leaf):
@@ -357,8 +368,8 @@ class Compiled:
         """Load numba's code, which compiles (or loads from the disk cache) as it runs first."""
         function = self.compiled_code()
         outputs = function(*args)
-        codegen.mark_compiled(self.source)
         self.function = function
+        self.mark_compiled()
         return outputs
 
     def finish_compiling(self, leaves) -> None:
@@ -371,13 +382,24 @@ class Compiled:
                 function(*self.consts, *leaves)  # numba compiles for these argument types
             except (FloatingPointError, IndexError):
                 pass  # compiled; these arguments fail at run time (debug_nans, an index out of range), as in NumPy
-            codegen.mark_compiled(self.source)
-        except BaseException as error:  # said now, and raised by the next call
+            finally:
+                release_thread_workspace(function)
+        except BaseException as error:  # raised by the next call, and said now
+            self.function, self.queued = raising(error), False
             warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
                  "the next call raises the error")
-            function = raising(error)
-        self.function = function
-        self.queued = False
+            return
+        self.function, self.queued = function, False
+        self.mark_compiled()
+
+    def mark_compiled(self) -> None:
+        """Note in the disk cache that numba's code is saved, for later processes. The code is in place
+        already: a failure here is said, never raised by the function's calls."""
+        try:
+            codegen.mark_compiled(self.source)
+        except Exception as error:
+            warn(f"tracegrad: could not note {self.name} as compiled in the disk cache "
+                 f"({type(error).__name__}: {error}); it runs, and later processes may compile it again")
 
     def finish(self, outputs):
         if self.settings.backend == "python":
