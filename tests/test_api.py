@@ -354,3 +354,17 @@ def test_threads_generating_two_programs_sources_do_not_wait_for_each_other(pyth
         slow.join()
     assert first(1.0) == 2.0 and second(1.0) == 3.0
     assert "source" in vars(second.compiled)  # computed once, kept in the instance
+
+
+@pytest.mark.parametrize("max_signatures, traces", [(1, 6), (2, 4)])
+def test_the_newest_signature_is_kept_whatever_max_signatures(python_backend, monkeypatch, max_signatures, traces):
+    # with max_signatures = 1, adding a signature used to drop that newest one (the fast lane's was kept),
+    # so each call of the new shape traced it again
+    monkeypatch.setattr(tg.config, "max_signatures", max_signatures)
+    jitted = tg.jit(lambda x: tnp.sum(x * 2.0))
+    before = tg.cache_info()["traces"]
+    for n in (1, 1, 2, 2, 1, 2, 3, 1):
+        x = np.ones(n)
+        assert jitted(x) == 2.0 * n
+        assert jitted.key((x,), []) in jitted.cache and len(jitted.cache) <= max_signatures
+    assert tg.cache_info()["traces"] - before == traces  # one per call of a signature not kept

@@ -421,6 +421,10 @@ class Compiled:
 # -- the staged-function machinery -------------------------------------------------------
 
 
+def no_fast_lane(args):
+    return MISS
+
+
 class Transformed:
     """A function with a transformation: traced and compiled once per signature when called at
     the top level, run in the enclosing transformation's interpreter when called inside one."""
@@ -434,7 +438,7 @@ class Transformed:
         self.static_argnums = static_argnums
         self.cache: collections.OrderedDict = collections.OrderedDict()  # least recently called first
         self.fast_calls: dict = {}  # per cache key: its fast-lane caller, or None
-        self.fast_call = lambda args: MISS  # the fast lane: the caller of the last signature that worked
+        self.fast_call = no_fast_lane  # the fast lane: the caller of the last signature that worked
         self.fast_key = None  # the key of the fast lane's signature
         self.lock = concurrency.new_lock()
         self.__wrapped__ = fun
@@ -455,7 +459,7 @@ class Transformed:
                 entry = self.build(signature).for_signature(signature.leaves)
                 self.cache[key] = entry
                 self.fast_calls[key] = None if self.static_argnums else known_signature_call(key, entry)
-                self.drop_least_recent()
+                self.drop_least_recent(key)
         return entry
 
     def build(self, signature: Signature) -> Compiled:
@@ -478,15 +482,20 @@ class Transformed:
         result = self.transform(signature)(*interpreted_leaves(signature.leaves))
         return tree_unflatten(result.tree, result.leaves[:len(result.leaves) - result.checked])
 
-    def drop_least_recent(self) -> None:
-        """Keep at most `tg.config.max_signatures` signatures (numba's code of a dropped one stays loaded)."""
-        while len(self.cache) > max(config.max_signatures, 1):
-            key = next(iter(self.cache))
-            if key == self.fast_key:  # called by the fast lane, so recently: keep it
-                self.cache.move_to_end(key)
-                key = next(iter(self.cache))
-            self.cache.pop(key).dropped = True
+    def drop_least_recent(self, newest) -> None:
+        """Keep at most `tg.config.max_signatures` signatures, the least recently called dropped first (numba's
+        code of a dropped one stays loaded); `newest`, the key just added, is the most recent. Calls through
+        the fast lane do not reorder the cache, so its signature comes just before the newest."""
+        limit, fast_key = max(config.max_signatures, 1), self.fast_key
+        if len(self.cache) > limit and fast_key in self.cache:
+            self.cache.move_to_end(fast_key)
+            self.cache.move_to_end(newest)
+        while len(self.cache) > limit:
+            key, dropped = self.cache.popitem(last=False)
+            dropped.dropped = True
             self.fast_calls.pop(key, None)
+            if key == fast_key:  # its calls take the general path again, which traces it again
+                self.fast_call, self.fast_key = no_fast_lane, None
 
     def entry(self, args, key) -> Compiled:
         entry = self.cache.get(key)
