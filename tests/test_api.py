@@ -368,3 +368,23 @@ def test_the_newest_signature_is_kept_whatever_max_signatures(python_backend, mo
         assert jitted(x) == 2.0 * n
         assert jitted.key((x,), []) in jitted.cache and len(jitted.cache) <= max_signatures
     assert tg.cache_info()["traces"] - before == traces  # one per call of a signature not kept
+
+
+def test_a_trace_may_lower_its_own_function_for_another_shape(python_backend):
+    # the function's lock is held while it is traced: it was not reentrant, and this call never returned
+    def rows_total(x):
+        if x.ndim == 1:
+            return tnp.sum(x)
+        return jitted.lower(np.ones(x.shape[1:]))(x[0]) * x.shape[0]  # the same function, for one row's shape
+
+    jitted = tg.jit(rows_total)
+    # a plain recursive call joins the trace instead
+    recursive = tg.jit(lambda x: tnp.sum(x) if x.ndim == 1 else recursive(x[0]) * x.shape[0])
+    results = []
+    worker = threading.Thread(target=lambda: results.extend([jitted(np.ones((2, 3))), recursive(np.ones((2, 3)))]),
+                              daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "the trace waited for its own function's lock"
+    assert results == [6.0, 6.0]
+    assert jitted.key((np.ones(3),), []) in jitted.cache and jitted(np.ones(3)) == 3.0

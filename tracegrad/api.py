@@ -440,7 +440,9 @@ class Transformed:
         self.fast_calls: dict = {}  # per cache key: its fast-lane caller, or None
         self.fast_call = no_fast_lane  # the fast lane: the caller of the last signature that worked
         self.fast_key = None  # the key of the fast lane's signature
-        self.lock = concurrency.new_lock()
+        # held while a signature is traced; reentrant, as that trace may ask for another signature of this
+        # very function (`.lower` of another shape)
+        self.lock = concurrency.new_rlock()
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__name__ = getattr(fun, "__name__", "fun")

@@ -38,9 +38,17 @@ _fork_safe_locks: weakref.WeakSet = weakref.WeakSet()
 
 def new_lock():
     """A lock that a forked child gets unlocked (the thread holding it in the parent is not in the child)."""
-    made = threading.Lock()
-    _fork_safe_locks.add(made)
-    return made
+    return fork_safe(threading.Lock())
+
+
+def new_rlock():
+    """A reentrant lock (the thread holding it may take it again) that a forked child gets unlocked."""
+    return fork_safe(threading.RLock())
+
+
+def fork_safe(lock):
+    _fork_safe_locks.add(lock)
+    return lock
 
 
 @attrs.frozen
