@@ -1,4 +1,5 @@
 """A new program runs at once with NumPy while numba compiles it in a background thread."""
+import collections
 import subprocess
 import sys
 import textwrap
@@ -104,7 +105,7 @@ def test_the_compile_thread_keeps_no_workspace_arrays(in_background, monkeypatch
     (kept,) = [value for value in function.__globals__.values() if isinstance(value, threading.local)]
     assert hasattr(kept, "arrays")
     on_compile_thread = []
-    concurrency.submit(concurrency.Job(lambda: on_compile_thread.append(vars(kept).copy()), lambda: None))
+    concurrency.submit(lambda: on_compile_thread.append(vars(kept).copy()))
     tg.wait_for_compiles()
     assert on_compile_thread == [{}]
 
@@ -120,3 +121,57 @@ def test_a_failure_to_mark_the_disk_cache_does_not_fail_the_compiled_function(in
         tg.wait_for_compiles()
     assert jitted(np.zeros(4)) == 5.5
     assert hasattr(jitted.lower(np.zeros(4)).compiled.function, "py_func")  # numba's code
+
+
+def test_a_request_interrupted_as_it_is_made_is_made_again(in_background, monkeypatch):
+    # a Ctrl-C right after the program was marked as queued, before its job was: it used to stay marked,
+    # and run NumPy's code for good
+    def interrupted_submit(job):
+        monkeypatch.setattr(concurrency, "submit", real_submit)
+        raise KeyboardInterrupt
+
+    real_submit = concurrency.submit
+    monkeypatch.setattr(concurrency, "submit", interrupted_submit)
+    jitted = tg.jit(lambda x: tnp.sum(tnp.sin(x) + 1.125))
+    with pytest.raises(KeyboardInterrupt):
+        jitted(np.zeros(2))
+    assert jitted(np.zeros(2)) == 2.25  # NumPy's code, and the compile asked for again
+    tg.wait_for_compiles()
+    assert jitted(np.zeros(2)) == 2.25
+    assert hasattr(jitted.lower(np.zeros(2)).compiled.function, "py_func")  # numba's code
+
+
+class QueueInterruptedOnce(collections.deque):
+    """The compile queue, with a Ctrl-C in the next job pushed out, as it leaves the queue."""
+
+    def popleft(self):
+        job = super().popleft()
+        if threading.current_thread() is threading.main_thread() and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return job
+
+    interrupted = False
+
+
+def test_jobs_a_ctrl_c_in_the_queue_loses_are_asked_for_again(in_background, monkeypatch):
+    # a Ctrl-C between a full queue's pushing out its oldest job and taking the new one: both functions
+    # used to stay marked as queued with no job in the queue, and ran NumPy's code for good
+    monkeypatch.setattr(concurrency, "MAX_PENDING", 1)
+    monkeypatch.setattr(concurrency, "_pending", QueueInterruptedOnce())
+    functions = [tg.jit(lambda x, c=c: tnp.sum(tnp.cos(x) * c)) for c in (1.5, 2.5, 3.5)]
+    x = np.zeros(2)
+    with concurrency._job_lock:  # the compile thread waits to run the first job: the next one stays queued
+        assert functions[0](x) == 3.0
+        deadline = time.monotonic() + 30
+        while concurrency._pending and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert functions[1](x) == 5.0  # queued
+        with pytest.raises(KeyboardInterrupt):
+            functions[2](x)  # pushes out the job of functions[1], and is interrupted
+    tg.wait_for_compiles()
+    for c, function in zip((1.5, 2.5, 3.5), functions):  # one at a time, as the queue holds one
+        assert function(x) == 2 * c  # numba's code, or NumPy's asking again for a compile it has not got
+        tg.wait_for_compiles()
+        assert function(x) == 2 * c
+        assert hasattr(function.lower(x).compiled.function, "py_func")  # numba's code

@@ -321,8 +321,8 @@ class Compiled:
         return codegen.load(self.source, self.name, self.settings.backend)
 
     function = None  # the code each call runs: set by `start` on the first call
-    queued = False  # a background compile of this program is queued or running
-    dropped = False  # evicted from its function's signatures: a queued compile is skipped
+    compile_job = None  # the background compile last asked for, pending until it has run (concurrency.is_pending)
+    dropped = False  # evicted from its function's signatures: a queued compile is skipped, none is asked for
 
     def start(self, leaves) -> Callable:
         """Choose the code of the first call: numba's, or NumPy's while numba compiles in the background."""
@@ -348,8 +348,9 @@ class Compiled:
         return numba_like_outputs(codegen.load(source, self.name, "python"))
 
     def numpy_stand_in(self, *args):
-        """NumPy's run of the program while numba compiles it; asks again if the compile queue dropped it."""
-        if not self.queued:
+        """NumPy's run of the program while numba compiles it; asks again if the compile is not pending
+        (pushed out of the queue, or never queued because Ctrl-C interrupted the request)."""
+        if not self.dropped and not concurrency.is_pending(self.compile_job):
             self.request_compile(args[len(self.consts):])
         return self.numpy_function(*args)
 
@@ -358,11 +359,8 @@ class Compiled:
         return self.numpy_code()
 
     def request_compile(self, leaves) -> None:
-        self.queued = True
-        concurrency.submit(concurrency.Job(lambda: self.finish_compiling(leaves), self.compile_dropped))
-
-    def compile_dropped(self) -> None:
-        self.queued = False
+        self.compile_job = lambda: self.finish_compiling(leaves)
+        concurrency.submit(self.compile_job)
 
     def compile_on_first_call(self, *args):
         """Load numba's code, which compiles (or loads from the disk cache) as it runs first."""
@@ -385,11 +383,11 @@ class Compiled:
             finally:
                 release_thread_workspace(function)
         except BaseException as error:  # raised by the next call, and said now
-            self.function, self.queued = raising(error), False
+            self.function = raising(error)
             warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
                  "the next call raises the error")
             return
-        self.function, self.queued = function, False
+        self.function = function
         self.mark_compiled()
 
     def mark_compiled(self) -> None:
