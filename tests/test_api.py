@@ -2,6 +2,7 @@
 import collections
 import inspect
 import linecache
+import threading
 
 import numpy as np
 import pytest
@@ -318,3 +319,72 @@ def test_the_fast_lane_builds_the_results_tree():
         np.testing.assert_array_equal(result["pair"].first, x * 2.0)
         assert result["pair"].second[0] == 2.0 and type(result["pair"].second[1]) is tuple
     assert jitted.lower(x, y).compiled.finish_expression is not None
+
+
+def test_threads_generating_two_programs_sources_do_not_wait_for_each_other(python_backend, monkeypatch):
+    # functools.cached_property (Python <= 3.11) holds one lock per attribute for all instances: the
+    # second source waited until the first one's was written (and a child forked meanwhile hung)
+    def doubled(x):
+        return x * 2.0
+
+    def tripled(x):
+        return x * 3.0
+
+    first, second = tg.jit(doubled).lower(1.0), tg.jit(tripled).lower(1.0)
+    inside, release = threading.Event(), threading.Event()
+    real_generate_source = codegen.generate_source
+
+    def generate_source(program, name, **options):
+        if name == "jit_doubled":  # the first source takes until released
+            inside.set()
+            release.wait(30)
+        return real_generate_source(program, name, **options)
+
+    monkeypatch.setattr(codegen, "generate_source", generate_source)
+    slow = threading.Thread(target=lambda: first.source)
+    slow.start()
+    try:
+        assert inside.wait(30)
+        quick = threading.Thread(target=lambda: second.source)
+        quick.start()
+        quick.join(10)
+        assert not quick.is_alive(), "the second source waited for the first one"
+    finally:
+        release.set()
+        slow.join()
+    assert first(1.0) == 2.0 and second(1.0) == 3.0
+    assert "source" in vars(second.compiled)  # computed once, kept in the instance
+
+
+@pytest.mark.parametrize("max_signatures, traces", [(1, 6), (2, 4)])
+def test_the_newest_signature_is_kept_whatever_max_signatures(python_backend, monkeypatch, max_signatures, traces):
+    # with max_signatures = 1, adding a signature used to drop that newest one (the fast lane's was kept),
+    # so each call of the new shape traced it again
+    monkeypatch.setattr(tg.config, "max_signatures", max_signatures)
+    jitted = tg.jit(lambda x: tnp.sum(x * 2.0))
+    before = tg.cache_info()["traces"]
+    for n in (1, 1, 2, 2, 1, 2, 3, 1):
+        x = np.ones(n)
+        assert jitted(x) == 2.0 * n
+        assert jitted.key((x,), []) in jitted.cache and len(jitted.cache) <= max_signatures
+    assert tg.cache_info()["traces"] - before == traces  # one per call of a signature not kept
+
+
+def test_a_trace_may_lower_its_own_function_for_another_shape(python_backend):
+    # the function's lock is held while it is traced: it was not reentrant, and this call never returned
+    def rows_total(x):
+        if x.ndim == 1:
+            return tnp.sum(x)
+        return jitted.lower(np.ones(x.shape[1:]))(x[0]) * x.shape[0]  # the same function, for one row's shape
+
+    jitted = tg.jit(rows_total)
+    # a plain recursive call joins the trace instead
+    recursive = tg.jit(lambda x: tnp.sum(x) if x.ndim == 1 else recursive(x[0]) * x.shape[0])
+    results = []
+    worker = threading.Thread(target=lambda: results.extend([jitted(np.ones((2, 3))), recursive(np.ones((2, 3)))]),
+                              daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive(), "the trace waited for its own function's lock"
+    assert results == [6.0, 6.0]
+    assert jitted.key((np.ones(3),), []) in jitted.cache and jitted(np.ones(3)) == 3.0

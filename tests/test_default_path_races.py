@@ -480,3 +480,66 @@ FORK_EXIT_SCRIPT = """
 
 def test_a_forked_child_leaves_the_parents_compiles_to_the_parent(tmp_path):
     run(FORK_EXIT_SCRIPT, tmp_path, "fork_exit").check()
+
+
+FORK_WHILE_GENERATING_SCRIPT = """
+    import os
+    import signal
+    import threading
+    import time
+
+    import tracegrad as tg
+    from tracegrad import codegen
+
+    tg.config.compile_in_background = False
+
+
+    def doubled(x):
+        return x * 2.0
+
+
+    def tripled(x):
+        return x * 3.0
+
+
+    first, second = tg.jit(doubled).lower(1.0), tg.jit(tripled).lower(1.0)
+    inside, release = threading.Event(), threading.Event()
+    real_generate_source = codegen.generate_source
+
+
+    def generate_source(program, name, **options):
+        if name == "jit_doubled":  # another thread is writing this source when the process forks
+            inside.set()
+            release.wait(60)
+        return real_generate_source(program, name, **options)
+
+
+    codegen.generate_source = generate_source
+    writer = threading.Thread(target=lambda: first.source)
+    writer.start()
+    check("the other thread is writing its source", inside.wait(60), True)
+    pid = os.fork()
+    if pid == 0:  # the child writes and runs another program's source
+        os._exit(0 if "def jit_tripled" in second.source and second(1.0) == 3.0 else 1)
+    forked = time.monotonic()
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            check("the child's exit code", os.waitstatus_to_exitcode(status), 0)
+            break
+        if time.monotonic() - forked > 20:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            failures.append("the child still waited for a source after 20 s (killed)")
+            break
+        time.sleep(0.01)
+    release.set()
+    writer.join()
+    attempt("the parent's first program", lambda: first(1.0), 2.0)
+    attempt("the parent's second program", lambda: second(1.0), 3.0)
+    finish()
+"""
+
+
+def test_a_child_forked_while_a_thread_writes_a_source_writes_its_own(tmp_path):
+    run(FORK_WHILE_GENERATING_SCRIPT, tmp_path, "fork_while_generating").check()

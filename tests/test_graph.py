@@ -37,6 +37,20 @@ def test_the_inputs_gradients_are_tg_grads():
         assert records[name].endswith(f"grad {gradient:.4f}")
 
 
+def test_gradients_through_pow_on_numpy_values_are_the_true_ones():
+    # to_dot runs reverse mode on NumPy values, not on a trace: pow's rule must give cotangents there too
+    records = lambda dot: dict(re.findall(r'  (\w+) \[shape=record, label="\{ (.*?) \}"\];', dot))
+    assert records(tg.to_dot(lambda a: a ** 2.5)(2.0))["a"].endswith(f"grad {2.5 * 2.0 ** 1.5:.4f}")
+    both = records(tg.to_dot(lambda a, b: a ** b)(2.0, 3.0))
+    assert both["a"].endswith(f"grad {3.0 * 2.0 ** 2:.4f}") and both["b"].endswith(f"grad {np.log(2.0) * 8.0:.4f}")
+    x = records(tg.to_dot(lambda x: tnp.sum(x ** 2.5))(np.array([1.0, 0.0, 4.0])))["a"]
+    assert x.endswith("grad [2.5000, 0.0000, 20.0000]")
+    # safe at 0: x ** 0.0 is constant, and d/dy 0 ** y is 0 for y > 0 (no nan from 0 * inf or log 0)
+    assert records(tg.to_dot(lambda a: a ** 0.0)(0.0))["a"].endswith("grad 0.0000")
+    both = records(tg.to_dot(lambda a, b: a ** b)(0.0, 2.0))
+    assert both["a"].endswith("grad 0.0000") and both["b"].endswith("grad 0.0000")
+
+
 def test_dot_of_arrays_and_a_vector_output():
     dot = tg.to_dot(lambda x, w: tnp.tanh(x @ w))(np.ones((2, 3)), np.full((3, 1), 0.1))
     assert "a: f64[2,3] | data mean 1.0000 }" in dot  # no gradients for a vector output

@@ -11,8 +11,8 @@ join the enclosing trace: nothing is compiled or inlined.
 from __future__ import annotations
 
 import collections
-import functools
 import re
+import threading
 import weakref
 from typing import Any, Callable
 
@@ -152,6 +152,16 @@ def raising(error: BaseException) -> Callable:
     return run
 
 
+def release_thread_workspace(function: Callable) -> None:
+    """Free the large temporaries that `function`'s generated module keeps for the calling thread (a
+    `threading.local`, see codegen.workspace_caller): the compile thread runs each program once, and
+    would otherwise keep them as long as the process lives."""
+    namespace = getattr(function, "py_func", function).__globals__
+    for value in list(namespace.values()):
+        if isinstance(value, threading.local):
+            vars(value).clear()
+
+
 def check_result_leaf(leaf):
     if not isinstance(leaf, (Tracer, float, int, bool, np.ndarray, np.generic)):
         raise errors.UnsupportedLeafError(
@@ -248,6 +258,26 @@ def checked_leaf(leaf):
     return leaf
 
 
+class cached_attribute:
+    """An attribute computed on first use and stored in the instance, like functools.cached_property
+    without its lock: up to Python 3.11 that lock is one per attribute for all instances, so threads
+    computing it for different instances wait for each other, and a child forked while a thread holds
+    it hangs at its first use. Threads that compute it at once for one instance all get the value
+    stored first."""
+
+    def __init__(self, compute: Callable):
+        self.compute = compute
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner, name: str):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return instance.__dict__.setdefault(self.name, self.compute(instance))
+
+
 class Compiled:
     """A traced program, its compiled code (made on first use), and the tree of its results."""
 
@@ -273,16 +303,16 @@ class Compiled:
     def ir(self) -> Program:
         return self.traced.program
 
-    @functools.cached_property
+    @cached_attribute
     def optimized(self) -> ClosedProgram:
         """The program after the passes that run before code generation."""
         return optimize(reroll_loops(self.traced) if self.settings.reroll_loops else self.traced)
 
-    @functools.cached_property
+    @cached_attribute
     def consts(self) -> tuple:
         return self.optimized.consts
 
-    @functools.cached_property
+    @cached_attribute
     def source(self) -> str:
         numba = self.settings.backend == "numba"
         return codegen.generate_source(self.optimized.program, self.name, check_finite=self.settings.debug_nans,
@@ -292,8 +322,8 @@ class Compiled:
         return codegen.load(self.source, self.name, self.settings.backend)
 
     function = None  # the code each call runs: set by `start` on the first call
-    queued = False  # a background compile of this program is queued or running
-    dropped = False  # evicted from its function's signatures: a queued compile is skipped
+    compile_job = None  # the background compile last asked for, pending until it has run (concurrency.is_pending)
+    dropped = False  # evicted from its function's signatures: a queued compile is skipped, none is asked for
 
     def start(self, leaves) -> Callable:
         """Choose the code of the first call: numba's, or NumPy's while numba compiles in the background."""
@@ -319,28 +349,26 @@ class Compiled:
         return numba_like_outputs(codegen.load(source, self.name, "python"))
 
     def numpy_stand_in(self, *args):
-        """NumPy's run of the program while numba compiles it; asks again if the compile queue dropped it."""
-        if not self.queued:
+        """NumPy's run of the program while numba compiles it; asks again if the compile is not pending
+        (pushed out of the queue, or never queued because Ctrl-C interrupted the request)."""
+        if not self.dropped and not concurrency.is_pending(self.compile_job):
             self.request_compile(args[len(self.consts):])
         return self.numpy_function(*args)
 
-    @functools.cached_property
+    @cached_attribute
     def numpy_function(self) -> Callable:
         return self.numpy_code()
 
     def request_compile(self, leaves) -> None:
-        self.queued = True
-        concurrency.submit(concurrency.Job(lambda: self.finish_compiling(leaves), self.compile_dropped))
-
-    def compile_dropped(self) -> None:
-        self.queued = False
+        self.compile_job = lambda: self.finish_compiling(leaves)
+        concurrency.submit(self.compile_job)
 
     def compile_on_first_call(self, *args):
         """Load numba's code, which compiles (or loads from the disk cache) as it runs first."""
         function = self.compiled_code()
         outputs = function(*args)
-        codegen.mark_compiled(self.source)
         self.function = function
+        self.mark_compiled()
         return outputs
 
     def finish_compiling(self, leaves) -> None:
@@ -353,13 +381,24 @@ class Compiled:
                 function(*self.consts, *leaves)  # numba compiles for these argument types
             except (FloatingPointError, IndexError):
                 pass  # compiled; these arguments fail at run time (debug_nans, an index out of range), as in NumPy
-            codegen.mark_compiled(self.source)
-        except BaseException as error:  # said now, and raised by the next call
+            finally:
+                release_thread_workspace(function)
+        except BaseException as error:  # raised by the next call, and said now
+            self.function = raising(error)
             warn(f"tracegrad: numba could not compile {self.name} ({type(error).__name__}: {error}); "
                  "the next call raises the error")
-            function = raising(error)
+            return
         self.function = function
-        self.queued = False
+        self.mark_compiled()
+
+    def mark_compiled(self) -> None:
+        """Note in the disk cache that numba's code is saved, for later processes. The code is in place
+        already: a failure here is said, never raised by the function's calls."""
+        try:
+            codegen.mark_compiled(self.source)
+        except Exception as error:
+            warn(f"tracegrad: could not note {self.name} as compiled in the disk cache "
+                 f"({type(error).__name__}: {error}); it runs, and later processes may compile it again")
 
     def finish(self, outputs):
         if self.settings.backend == "python":
@@ -381,6 +420,10 @@ class Compiled:
 # -- the staged-function machinery -------------------------------------------------------
 
 
+def no_fast_lane(args):
+    return MISS
+
+
 class Transformed:
     """A function with a transformation: traced and compiled once per signature when called at
     the top level, run in the enclosing transformation's interpreter when called inside one."""
@@ -394,9 +437,11 @@ class Transformed:
         self.static_argnums = static_argnums
         self.cache: collections.OrderedDict = collections.OrderedDict()  # least recently called first
         self.fast_calls: dict = {}  # per cache key: its fast-lane caller, or None
-        self.fast_call = lambda args: MISS  # the fast lane: the caller of the last signature that worked
+        self.fast_call = no_fast_lane  # the fast lane: the caller of the last signature that worked
         self.fast_key = None  # the key of the fast lane's signature
-        self.lock = concurrency.new_lock()
+        # held while a signature is traced; reentrant, as that trace may ask for another signature of this
+        # very function (`.lower` of another shape)
+        self.lock = concurrency.new_rlock()
         self.__wrapped__ = fun
         self.__doc__ = getattr(fun, "__doc__", None)
         self.__name__ = getattr(fun, "__name__", "fun")
@@ -415,7 +460,7 @@ class Transformed:
                 entry = self.build(signature).for_signature(signature.leaves)
                 self.cache[key] = entry
                 self.fast_calls[key] = None if self.static_argnums else known_signature_call(key, entry)
-                self.drop_least_recent()
+                self.drop_least_recent(key)
         return entry
 
     def build(self, signature: Signature) -> Compiled:
@@ -438,15 +483,20 @@ class Transformed:
         result = self.transform(signature)(*interpreted_leaves(signature.leaves))
         return tree_unflatten(result.tree, result.leaves[:len(result.leaves) - result.checked])
 
-    def drop_least_recent(self) -> None:
-        """Keep at most `tg.config.max_signatures` signatures (numba's code of a dropped one stays loaded)."""
-        while len(self.cache) > max(config.max_signatures, 1):
-            key = next(iter(self.cache))
-            if key == self.fast_key:  # called by the fast lane, so recently: keep it
-                self.cache.move_to_end(key)
-                key = next(iter(self.cache))
-            self.cache.pop(key).dropped = True
+    def drop_least_recent(self, newest) -> None:
+        """Keep at most `tg.config.max_signatures` signatures, the least recently called dropped first (numba's
+        code of a dropped one stays loaded); `newest`, the key just added, is the most recent. Calls through
+        the fast lane do not reorder the cache, so its signature comes just before the newest."""
+        limit, fast_key = max(config.max_signatures, 1), self.fast_key
+        if len(self.cache) > limit and fast_key in self.cache:
+            self.cache.move_to_end(fast_key)
+            self.cache.move_to_end(newest)
+        while len(self.cache) > limit:
+            key, dropped = self.cache.popitem(last=False)
+            dropped.dropped = True
             self.fast_calls.pop(key, None)
+            if key == fast_key:  # its calls take the general path again, which traces it again
+                self.fast_call, self.fast_key = no_fast_lane, None
 
     def entry(self, args, key) -> Compiled:
         entry = self.cache.get(key)

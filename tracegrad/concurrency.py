@@ -27,8 +27,6 @@ import traceback
 import weakref
 from typing import Callable
 
-import attrs
-
 from .config import config
 
 MAX_PENDING = 8  # compiles queued at most; one pushed out asks again when its function is next called
@@ -38,40 +36,45 @@ _fork_safe_locks: weakref.WeakSet = weakref.WeakSet()
 
 def new_lock():
     """A lock that a forked child gets unlocked (the thread holding it in the parent is not in the child)."""
-    made = threading.Lock()
-    _fork_safe_locks.add(made)
-    return made
+    return fork_safe(threading.Lock())
 
 
-@attrs.frozen
-class Job:
-    """A background compile: `run` compiles; `drop` is called instead if the queue pushes it out."""
+def new_rlock():
+    """A reentrant lock (the thread holding it may take it again) that a forked child gets unlocked."""
+    return fork_safe(threading.RLock())
 
-    run: Callable[[], None]
-    drop: Callable[[], None]
+
+def fork_safe(lock):
+    _fork_safe_locks.add(lock)
+    return lock
 
 
 _condition = threading.Condition()
 _job_lock = threading.Lock()  # held while a compile runs; a fork waits for it
-_pending: collections.deque[Job] = collections.deque()
-_running: Job | None = None
+_pending: collections.deque[Callable[[], None]] = collections.deque()  # jobs: functions that compile
+_running: Callable[[], None] | None = None
 _worker: threading.Thread | None = None
 
 
-def submit(job: Job) -> None:
-    """Queue `job` for the compile thread, started on first use."""
+def submit(job: Callable[[], None]) -> None:
+    """Queue `job` (a function that compiles, and reports its own errors) for the compile thread,
+    started on first use. A job pushed out of the queue, or not queued because an exception
+    (Ctrl-C) interrupted this, is simply not pending: its function asks again (`is_pending`)."""
     global _worker
-    dropped = None
     with _condition:
         if len(_pending) >= MAX_PENDING:
-            dropped = _pending.popleft()
+            _pending.popleft()
         _pending.append(job)
         if _worker is None:
             _worker = threading.Thread(target=work, name="tracegrad-compile", daemon=True)
             _worker.start()
         _condition.notify_all()
-    if dropped is not None:
-        dropped.drop()
+
+
+def is_pending(job: Callable[[], None] | None) -> bool:
+    """Whether `job` (submitted, or None) is queued or running."""
+    with _condition:
+        return job is not None and (job is _running or any(queued is job for queued in _pending))
 
 
 def work() -> None:
@@ -85,7 +88,7 @@ def work() -> None:
             _running = job = _pending.popleft()
         try:
             with _job_lock:
-                job.run()  # reports its own errors
+                job()  # reports its own errors
         except BaseException:  # one that escapes anyway (a warning turned error) must not stop the thread
             traceback.print_exc()
 
@@ -113,10 +116,7 @@ def finish_at_exit() -> None:
     if wait_for_compiles(config.exit_wait_seconds):
         return
     with _condition:
-        abandoned = list(_pending)
         _pending.clear()
-    for job in abandoned:
-        job.drop()
 
 
 # -- fork --------------------------------------------------------------------------------
@@ -180,12 +180,9 @@ def after_fork_in_child() -> None:
     release_fork_locks()  # a Ctrl-C held back was the parent's
     for lock in list(_fork_safe_locks):
         lock._at_fork_reinit()
-    inherited = list(_pending)
     _condition = threading.Condition()
     _pending.clear()
     _running = _worker = None
-    for job in inherited:
-        job.drop()
 
 
 # `logging` is imported above for its own fork hooks, which hold its lock across a fork: registered
