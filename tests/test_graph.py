@@ -70,3 +70,11 @@ def test_draw_explains_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_graphviz)
     with pytest.raises(ImportError, match="pip install graphviz"):
         tg.draw(lambda a: a * 2.0, str(tmp_path / "g.svg"))(1.0)
+
+
+def test_a_loop_is_one_node_with_a_value_node_per_result():
+    xs = np.linspace(0, 1, 5)
+    f = lambda w: tg.scan(lambda c, x: (tnp.sin(c * w + x), c), 0.1, xs)[0]
+    dot = tg.to_dot(f)(0.5)
+    assert "scan[body=\\<3 ops\\>," in dot and "op0 -> c;" in dot and "op0 -> d;" in dot
+    assert f"grad {tg.grad(f)(0.5):.4f}" in dot

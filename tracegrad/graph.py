@@ -74,13 +74,16 @@ def to_dot(fun: Callable) -> Callable[..., str]:
         for var in program.constvars + program.inputs:
             value_node(var)
         for index, op in enumerate(program.ops):
-            params = ",".join(f"{k}={v}" for k, v in op.params)
+            sub_programs = {key.split("[")[0] for key, _ in op.sub_programs()}
+            params = ",".join(f"{k}=<{len(v.ops) if k == 'body' else '...'} ops>" if k in sub_programs else f"{k}={v}"
+                              for k, v in op.params)
             label = " ".join([op.primitive.name + (f"[{params}]" if params else "")] + [name(x) for x in op.inputs])
             lines.append(f'  op{index} [shape=oval, label="{escape(label)}"];')
             for x in op.inputs:
                 if isinstance(x, Var):
                     lines.append(f"  {name(x)} -> op{index};")
-            lines.append(f"  op{index} -> {value_node(op.out)};")
+            for out in op.outs:  # a loop gives one value per carry and per stacked output
+                lines.append(f"  op{index} -> {value_node(out)};")
         lines.append("}")
         return "\n".join(lines) + "\n"
 
