@@ -300,7 +300,7 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
     if recompute:
         return recomputing_scan_vjp(primals, wrt, body, num_consts, num_carry, length, reverse)
     forward, backward = split_forward_backward(vjp_program(ClosedProgram(body, ()), wrt), n_in, n_out)
-    forward_program, backward_program = forward.program, backward.program
+    forward_program = forward.program
     residuals = forward_program.outputs[n_out:]
     position = {var: i for i, var in enumerate(forward_program.inputs)}
     kinds = []  # per residual: ("const", input index), ("x", input index) or ("stacked", None)
@@ -318,7 +318,6 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
     outs = bind(scan_p, *forward.consts, *primals, body=forward_body, num_consts=len(forward.consts) + num_consts,
                 num_carry=num_carry, length=length, reverse=reverse)
     results, stacked_values = outs[:n_out], outs[n_out:]
-    consts, xs = primals[:num_consts], primals[num_consts + num_carry:]
     const_residuals = [primals[index] for kind, index in kinds if kind == "const"]
     x_residuals = [primals[index] for kind, index in kinds if kind == "x"]
     y_avals = [Aval(x.aval.shape, "f64") for x in body.outputs[num_carry:]]
