@@ -1,4 +1,4 @@
-"""One row per primitive: forward against NumPy, VJP against central differences."""
+"""One row per primitive: forward against NumPy, VJP and JVP against central differences."""
 import attrs
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import lowering
-from tracegrad.core import abstract_eval_rules, bind, forward_vjp_rules, impl_rules, vjp_rules
+from tracegrad.core import abstract_eval_rules, bind, forward_vjp_rules, impl_rules, jvp_rules, vjp_rules
 from tracegrad.primitives import pad_p, scatter_add_p
 
 rng = np.random.default_rng(0)
@@ -90,6 +90,7 @@ def test_every_primitive_has_its_rules_and_a_lowering():
     for primitive in abstract_eval_rules:
         reverse_mode = primitive in vjp_rules or primitive in forward_vjp_rules
         assert primitive in impl_rules and reverse_mode == primitive.differentiable, primitive
+        assert (primitive in jvp_rules) == primitive.differentiable, primitive
         rule = lowering.rule_for(primitive)
         assert primitive.elementwise == (rule.element is not None), primitive  # fused loops and the tape need it
 
@@ -123,6 +124,20 @@ def test_vjp_matches_central_differences(row, backend):
     minus = differentiated(*(a - h * v for a, v in zip(row.args, directions)))
     by_differences = inner(cotangent, (plus - minus) / (2 * h))
     assert by_adjoint == pytest.approx(by_differences, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)
+def test_jvp_matches_central_differences(row, backend):
+    """J v by forward mode and by central differences, in a random direction v, float64."""
+    is_float = [np.asarray(a).dtype == np.float64 for a in row.args]
+    directions = [rng.standard_normal(np.shape(a)) if f else np.zeros(np.shape(a)) for a, f in zip(row.args, is_float)]
+    out, tangent = tg.jvp(row.fun, row.args, directions)
+    h = 1e-6
+    differentiated = row.differentiated or row.reference
+    plus = differentiated(*(a + h * v if f else a for a, v, f in zip(row.args, directions, is_float)))
+    minus = differentiated(*(a - h * v if f else a for a, v, f in zip(row.args, directions, is_float)))
+    np.testing.assert_allclose(out, row.reference(*row.args), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(tangent, (plus - minus) / (2 * h), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import attrs
 import numpy as np
 
-from . import ad, codegen, concurrency, core, errors, trace
+from . import ad, codegen, concurrency, core, errors, forward, trace
 from .config import Config, config
 from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
@@ -694,6 +694,48 @@ def make_ir(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Callab
         return trace_function(fun, static, signature)[0].program
 
     return make
+
+
+# -- jvp ---------------------------------------------------------------------------------
+
+
+def jvp(fun: Callable, primals, tangents) -> tuple[Any, Any]:
+    """`(fun(*primals), the directional derivative of fun at primals along tangents)`, as `jax.jvp`.
+
+    `primals` and `tangents` are tuples (one entry per argument of `fun`) of the same structure
+    and shapes; the tangent out has the structure of `fun`'s output. Forward mode: one pass,
+    whatever the number of outputs. Traced and compiled once per signature at the top level, as
+    `tg.jit` is; inside another transformation it runs in that one's interpreter, so
+    `tg.jvp(tg.grad(f), (x,), (v,))` is a Hessian-vector product.
+    """
+    primals, tangents = tuple(primals), tuple(tangents)
+    primal_leaves, primal_tree = tree_flatten(primals)
+    tangent_leaves, tangent_tree = tree_flatten(tangents)
+    if primal_tree != tangent_tree:
+        raise errors.TreeStructureError(f"jvp: primals {primal_tree} and tangents {tangent_tree} differ in structure "
+                                        f"(at {where_text(user_source())}); give one tangent per primal leaf")
+    for primal, tangent in zip(primal_leaves, tangent_leaves):
+        if np.shape(primal) != np.shape(tangent):
+            raise errors.ShapeError(f"jvp: a tangent of shape {np.shape(tangent)} for a primal of shape "
+                                    f"{np.shape(primal)} (at {where_text(user_source())})")
+
+    def pushforward(primals, tangents):
+        leaves, tree = tree_flatten(primals)
+        found = {}
+
+        def flat_fun(*values):
+            out_leaves, found["tree"] = tree_flatten(fun(*tree_unflatten(tree, values)))
+            return out_leaves
+
+        outputs, out_tangents = forward.jvp(flat_fun, leaves, tree_flatten(tangents)[0])
+        return tree_unflatten(found["tree"], outputs), tree_unflatten(found["tree"], out_tangents)
+
+    def transform(signature: Signature) -> FlatFunction:
+        flat = Flattened(pushforward, (), signature)
+        return lambda *leaves: FlatResult(flat(*leaves), flat.tree)
+
+    return transformed(fun, ("jvp",), lambda settings: Transformed(
+        fun, transform, generated_name("jvp", fun), settings))(primals, tangents)
 
 
 # -- vjp ---------------------------------------------------------------------------------

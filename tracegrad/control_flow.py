@@ -26,7 +26,8 @@ import numpy as np
 from . import errors
 from .ad import evaluated_outputs, split_forward_backward, vjp, vjp_program, zeros
 from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, bind, forward_vjp_rules,
-                   impl_rules)
+                   impl_rules, jvp_rules)
+from .forward import jvp
 from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Var
 from .passes import atom_key, eliminate_common_subexpressions
 from .primitives import broadcast_to_p, ne_p, pad_p, reshape_p
@@ -416,9 +417,75 @@ def recomputing_scan_vjp(primals, wrt: list[int], body: Program, num_consts: int
     return results, pullback
 
 
+def carry_flags(body: Program, flags: list[bool], start: int, count: int) -> list[bool]:
+    """`flags` with each carry (inputs start..start+count, outputs 0..count) set once a step makes it
+    depend on a flagged input: iterated to a fixed point."""
+    flags = list(flags)
+    while True:
+        reached = depends_on(body, flags)[:count]
+        carries = [flag or now for flag, now in zip(flags[start:start + count], reached)]
+        if carries == flags[start:start + count]:
+            return flags
+        flags[start:start + count] = carries
+
+
+def jvp_of_program(program: Program, flags: list[bool]) -> Callable:
+    """A function of (inputs, then the tangents of the flagged inputs) giving (outputs, then the tangents
+    of the flagged outputs): `program` under forward mode, to be traced into a loop's body."""
+    out_flags = depends_on(program, flags)
+    n_in = len(program.inputs)
+
+    def run(*values):
+        tangents = iter(values[n_in:])
+        given = [next(tangents) if flag else None for flag in flags]
+        outs, out_tangents = jvp(lambda *ins: evaluated_outputs(ClosedProgram(program, ()), list(ins)),
+                                 list(values[:n_in]), given)
+        return outs + [t for t, flag in zip(out_tangents, out_flags) if flag]
+
+    return run
+
+
+def scan_jvp(primals, tangents, *, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool,
+             recompute: bool = False):
+    """A scan of the body under forward mode: each flagged carry and x comes with its tangent."""
+    flags = [t is not None and v.aval.dtype == "f64" for t, v in zip(tangents, body.inputs)]
+    flags = carry_flags(body, flags, num_consts, num_carry)
+    out_flags = depends_on(body, flags)
+    out_flags[:num_carry] = flags[num_consts:num_consts + num_carry]
+    avals = [v.aval for v in body.inputs] + [Aval(v.aval.shape, "f64") for v, f in zip(body.inputs, flags) if f]
+    tangent_of = lambda i: tangents[i] if tangents[i] is not None else zeros(Aval(body.inputs[i].aval.shape, "f64"))
+    group = lambda start, stop: [i for i in range(start, stop) if flags[i]]
+    consts, carries, xs = group(0, num_consts), group(num_consts, num_consts + num_carry), group(
+        num_consts + num_carry, len(flags))
+
+    def step(*values):  # consts, const tangents, carries, carry tangents, xs, x tangents -> the same order out
+        values = list(values)
+        take = lambda count: [values.pop(0) for _ in range(count)]
+        c, ct, k, kt, x, xt = (take(num_consts), take(len(consts)), take(num_carry), take(len(carries)),
+                               take(len(flags) - num_consts - num_carry), take(len(xs)))
+        outs = jvp_of_program(body, flags)(*(c + k + x + ct + kt + xt))
+        primal_outs, out_tangents = outs[:len(body.outputs)], outs[len(body.outputs):]
+        return primal_outs[:num_carry] + out_tangents[:len(carries)] + primal_outs[num_carry:] + out_tangents[len(carries):]
+
+    order = (list(range(num_consts)) + [len(flags) + j for j, _ in enumerate(consts)]
+             + list(range(num_consts, num_consts + num_carry)) + [len(flags) + len(consts) + j for j in range(len(carries))]
+             + list(range(num_consts + num_carry, len(flags)))
+             + [len(flags) + len(consts) + len(carries) + j for j in range(len(xs))])
+    program, step_consts = closed_program(step, [avals[i] for i in order])
+    outs = bind(scan_p, *step_consts, *primals[:num_consts], *[tangent_of(i) for i in consts],
+                *primals[num_consts:num_consts + num_carry], *[tangent_of(i) for i in carries],
+                *primals[num_consts + num_carry:], *[tangent_of(i) for i in xs],
+                body=program, num_consts=len(step_consts) + num_consts + len(consts),
+                num_carry=num_carry + len(carries), length=length, reverse=reverse)
+    results = outs[:num_carry] + outs[num_carry + len(carries):num_carry + len(carries) + len(body.outputs) - num_carry]
+    found = iter(outs[num_carry:num_carry + len(carries)] + outs[num_carry + len(carries) + len(body.outputs) - num_carry:])
+    return results, [next(found) if flag else None for flag in out_flags]
+
+
 abstract_eval_rules[scan_p] = scan_abstract_eval
 impl_rules[scan_p] = scan_impl
 forward_vjp_rules[scan_p] = scan_forward_vjp
+jvp_rules[scan_p] = scan_jvp
 
 
 # -- fori_loop -----------------------------------------------------------------------------
@@ -513,9 +580,46 @@ def while_forward_vjp(primals, differentiated, **params):
         "or tg.scan, which are reverse-differentiable, as in JAX")
 
 
+def while_jvp(primals, tangents, *, cond: Program, body: Program, num_cond_consts: int):
+    """A while loop carrying the flagged carries' tangents; the condition reads the primal carries only."""
+    n_carry = len(body.outputs)
+    n_body_consts = len(body.inputs) - n_carry
+    body_tangents = tangents[num_cond_consts:]
+    flags = [t is not None and v.aval.dtype == "f64" for t, v in zip(body_tangents, body.inputs)]
+    flags = carry_flags(body, flags, n_body_consts, n_carry)
+    consts, carries = ([i for i in range(n_body_consts) if flags[i]],
+                       [i for i in range(n_body_consts, len(flags)) if flags[i]])
+    tangent_avals = [Aval(body.inputs[i].aval.shape, "f64") for i in carries]
+    carry_avals = [v.aval for v in body.inputs[n_body_consts:]]
+
+    def condition(*values):  # cond consts, carries, carry tangents
+        return evaluated_outputs(ClosedProgram(cond, ()), list(values[:num_cond_consts + n_carry]))
+
+    def step(*values):  # body consts, const tangents, carries, carry tangents
+        c, ct = values[:n_body_consts], values[n_body_consts:n_body_consts + len(consts)]
+        k, kt = values[n_body_consts + len(consts):n_body_consts + len(consts) + n_carry], values[
+            n_body_consts + len(consts) + n_carry:]
+        outs = jvp_of_program(body, flags)(*c, *k, *ct, *kt)
+        return outs[:n_carry] + outs[n_carry:n_carry + len(carries)]
+
+    cond_program, cond_consts = closed_program(condition, [v.aval for v in cond.inputs] + tangent_avals)
+    step_avals = ([v.aval for v in body.inputs[:n_body_consts]] + [Aval(body.inputs[i].aval.shape, "f64") for i in consts]
+                  + carry_avals + tangent_avals)
+    body_program, body_consts = closed_program(step, step_avals)
+    tangent_of = lambda i: body_tangents[i] if body_tangents[i] is not None else zeros(
+        Aval(body.inputs[i].aval.shape, "f64"))
+    outs = bind(while_p, *cond_consts, *primals[:num_cond_consts], *body_consts,
+                *primals[num_cond_consts:num_cond_consts + n_body_consts], *[tangent_of(i) for i in consts],
+                *primals[num_cond_consts + n_body_consts:], *[tangent_of(i) for i in carries],
+                cond=cond_program, body=body_program, num_cond_consts=len(cond_consts) + num_cond_consts)
+    found = iter(outs[n_carry:])
+    return outs[:n_carry], [next(found) if flags[n_body_consts + j] else None for j in range(n_carry)]
+
+
 abstract_eval_rules[while_p] = while_abstract_eval
 impl_rules[while_p] = while_impl
 forward_vjp_rules[while_p] = while_forward_vjp
+jvp_rules[while_p] = while_jvp
 
 
 # -- cond ----------------------------------------------------------------------------------
@@ -684,6 +788,42 @@ def zero_of(aval: Aval):
     return value if aval.shape == () else bind(broadcast_to_p, value, shape=aval.shape)
 
 
+def cond_jvp(primals, tangents, *, branches: tuple, branch_consts: tuple):
+    """Each branch under forward mode, with the tangents of the flagged consts and operands; every
+    float result gets a tangent (a branch whose result does not depend on them gives zeros)."""
+    index, args, arg_tangents = primals[0], primals[1:], tangents[1:]
+    flags = [t is not None and aval_of(a).dtype == "f64" for t, a in zip(arg_tangents, args)]
+    wanted = [i for i, flag in enumerate(flags) if flag]
+    n_operands = len(args) - sum(branch_consts)
+    out_avals = [x.aval for x in branches[0].outputs]
+    tangent_outs = [i for i, aval in enumerate(out_avals) if aval.dtype == "f64"]
+
+    def branch_jvp(k):
+        start = sum(branch_consts[:k])
+        own = list(range(start, start + branch_consts[k])) + list(range(len(args) - n_operands, len(args)))
+        own_flags = [flags[i] for i in own]
+        run = jvp_of_program(branches[k], own_flags)
+        out_flags = depends_on(branches[k], own_flags)
+
+        def branch(*values):  # all args, then the tangents of the flagged ones
+            given = dict(zip(wanted, values[len(args):]))
+            outs = run(*[values[i] for i in own], *[given[i] for i, flag in zip(own, own_flags) if flag])
+            primal_outs, found = outs[:len(out_avals)], iter(outs[len(out_avals):])
+            out_tangents = [next(found) if flag else None for flag in out_flags]
+            return primal_outs + [t if t is not None else zeros(Aval(out_avals[i].shape, "f64"))
+                                  for i, t in enumerate(out_tangents) if i in tangent_outs]
+        return branch
+
+    in_avals = [aval_of(a) for a in args] + [Aval(aval_of(args[i]).shape, "f64") for i in wanted]
+    programs, consts = zip(*(closed_program(branch_jvp(k), in_avals) for k in range(len(branches))))
+    operands = list(args) + [arg_tangents[i] for i in wanted]
+    outs = bind(cond_p, index, *[c for each in consts for c in each], *operands, branches=tuple(programs),
+                branch_consts=tuple(len(each) for each in consts))
+    found = iter(outs[len(out_avals):])
+    return outs[:len(out_avals)], [next(found) if i in tangent_outs else None for i in range(len(out_avals))]
+
+
 abstract_eval_rules[cond_p] = cond_abstract_eval
 impl_rules[cond_p] = cond_impl
 forward_vjp_rules[cond_p] = cond_forward_vjp
+jvp_rules[cond_p] = cond_jvp

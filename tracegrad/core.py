@@ -9,7 +9,8 @@ The tables (as in Autodidax), which `tracegrad/primitives.py` fills, one paragra
     forward_vjp_rules    (primals, differentiated, **params) ->         reverse mode of a primitive whose
                          (outputs, backward)                            VJP needs values computed inside
                                                                         it (a loop's per-step values)
-    jvp_rules            forward mode: empty until its interpreter is written
+    jvp_rules            (primals, tangents, **params) ->               forward mode (tracegrad.forward);
+                         (output, its tangent)                          a tangent is None where zero
     batch_rules          vmap: empty until its interpreter is written
 
 A transformation is an Interpreter plus its table. `bind(primitive, *args)` hands the op to the
@@ -36,7 +37,7 @@ vjp_rules: dict[Primitive, Callable] = {}
 # cotangents, None for none) -> one cotangent per input: the forward computation keeps what the
 # backward one needs (a scan stacks its body's residuals), both bound in the interpreter current
 forward_vjp_rules: dict[Primitive, Callable] = {}
-# (primals, tangents, **params) -> (primal out, tangent out): forward mode, for a JVP interpreter
+# (primals, tangents, **params) -> (primal out, tangent out), a tangent None where it is zero: forward mode
 jvp_rules: dict[Primitive, Callable] = {}
 # (values, batch axes, **params) -> (value, batch axis): vmap, for a batching interpreter
 batch_rules: dict[Primitive, Callable] = {}

@@ -6,6 +6,10 @@ A paragraph makes the Primitive (its name and traits) and gives its entry in eac
     impl_rules           NumPy on concrete values
     vjp_rules            (g, out, *inputs, **params) -> one cotangent per input, None where none
                          flows; a primitive with `differentiable=False` has no entry
+    jvp_rules            (primals, tangents, **params) -> (output, its tangent); a tangent is
+                         None where it is zero. An elementwise primitive gives its partial
+                         derivatives (`elementwise_jvp`), one linear in its first operand
+                         applies itself to the tangent (`linear_jvp`)
 
 VJP rules build IR by binding primitives, never strings: under reverse mode `g`, `out` and the
 inputs are the values of the enclosing interpreter (traced values, or numbers), so the adjoint
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .core import abstract_eval_rules, bind, impl_rules, vjp_rules
+from .core import abstract_eval_rules, aval_of, bind, impl_rules, jvp_rules, vjp_rules
 from .errors import ShapeError
 from .ir import DTYPES, Aval, Neutral, Primitive
 
@@ -52,6 +56,34 @@ def float_binary(name):
     return lambda x, y: Aval(broadcast_shapes(name, x, y), "f64")
 
 
+def tangent_sum(terms: list, shape: tuple[int, ...]):
+    """The sum of the nonzero tangent terms, broadcast to the output's shape; None if there are none."""
+    if not terms:
+        return None
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total if aval_of(total).shape == shape else bind(broadcast_to_p, total, shape=shape)
+
+
+def elementwise_jvp(primitive: Primitive, *partials):
+    """The JVP of an elementwise primitive: the sum of each input's tangent times its partial
+    derivative, given as a function of (out, *inputs)."""
+    def rule(primals, tangents, **params):
+        out = bind(primitive, *primals, **params)
+        terms = [t * partial(out, *primals) for t, partial in zip(tangents, partials) if t is not None]
+        return out, tangent_sum(terms, aval_of(out).shape)
+    return rule
+
+
+def linear_jvp(primitive: Primitive):
+    """The JVP of a primitive linear in its first operand (a reshape, a slice, a sum): itself, on the tangent."""
+    def rule(primals, tangents, **params):
+        tangent = tangents[0] if tangents[0] is None else bind(primitive, tangents[0], *primals[1:], **params)
+        return bind(primitive, *primals, **params), tangent
+    return rule
+
+
 # -- elementwise arithmetic --------------------------------------------------------------
 
 # neg: -x
@@ -59,30 +91,43 @@ neg_p = Primitive("neg", elementwise=True)
 abstract_eval_rules[neg_p] = arithmetic("neg")
 impl_rules[neg_p] = np.negative
 vjp_rules[neg_p] = lambda g, out, x: (-g,)
+jvp_rules[neg_p] = linear_jvp(neg_p)
 
 # add: x + y
 add_p = Primitive("add", elementwise=True, neutral=Neutral(0.0, (0, 1)))
 abstract_eval_rules[add_p] = arithmetic("add")
 impl_rules[add_p] = np.add
 vjp_rules[add_p] = lambda g, out, x, y: (g, g)
+jvp_rules[add_p] = elementwise_jvp(add_p, lambda out, x, y: 1.0, lambda out, x, y: 1.0)
 
 # sub: x - y
 sub_p = Primitive("sub", elementwise=True, neutral=Neutral(0.0, (1,)))
 abstract_eval_rules[sub_p] = arithmetic("sub")
 impl_rules[sub_p] = np.subtract
 vjp_rules[sub_p] = lambda g, out, x, y: (g, -g)
+jvp_rules[sub_p] = elementwise_jvp(sub_p, lambda out, x, y: 1.0, lambda out, x, y: -1.0)
 
 # mul: x * y
 mul_p = Primitive("mul", elementwise=True, neutral=Neutral(1.0, (0, 1)))
 abstract_eval_rules[mul_p] = arithmetic("mul")
 impl_rules[mul_p] = np.multiply
 vjp_rules[mul_p] = lambda g, out, x, y: (g * y, g * x)
+jvp_rules[mul_p] = elementwise_jvp(mul_p, lambda out, x, y: y, lambda out, x, y: x)
 
 # div: x / y (true division, always float)
 div_p = Primitive("div", elementwise=True, neutral=Neutral(1.0, (1,)))
 abstract_eval_rules[div_p] = float_binary("div")
 impl_rules[div_p] = np.true_divide
 vjp_rules[div_p] = lambda g, out, x, y: (g / y, -g * out / y)
+jvp_rules[div_p] = elementwise_jvp(div_p, lambda out, x, y: 1.0 / y, lambda out, x, y: -out / y)
+
+
+def pow_partial_x(out, x, y):
+    return y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
+
+
+def pow_partial_y(out, x, y):
+    return bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
 
 
 def pow_vjp(g, out, x, y):
@@ -91,9 +136,7 @@ def pow_vjp(g, out, x, y):
     # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. For a
     # literal exponent the compare and the where are folded while tracing, so the adjoint of
     # `x ** 2.5` is two ops (pow, mul); the cotangent of an operand that needs none is dead code
-    x_cotangent = g * y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
-    y_cotangent = g * bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
-    return x_cotangent, y_cotangent
+    return g * pow_partial_x(out, x, y), g * pow_partial_y(out, x, y)
 
 
 # pow: x ** y; d/dx = y x^(y-1) (0 where y == 0), d/dy = log(x) x^y (0 where x == 0)
@@ -101,18 +144,23 @@ pow_p = Primitive("pow", elementwise=True, neutral=Neutral(1.0, (1,)))
 abstract_eval_rules[pow_p] = float_binary("pow")
 impl_rules[pow_p] = np.power
 vjp_rules[pow_p] = pow_vjp
+jvp_rules[pow_p] = elementwise_jvp(pow_p, pow_partial_x, pow_partial_y)
 
 # maximum: ties split the cotangent evenly, as in JAX
 maximum_p = Primitive("maximum", elementwise=True)
 abstract_eval_rules[maximum_p] = arithmetic("maximum")
 impl_rules[maximum_p] = np.maximum
 vjp_rules[maximum_p] = lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y)))
+jvp_rules[maximum_p] = elementwise_jvp(maximum_p, lambda out, x, y: (x > y) + 0.5 * (x == y),
+                                       lambda out, x, y: (y > x) + 0.5 * (x == y))
 
 # minimum: ties split the cotangent evenly
 minimum_p = Primitive("minimum", elementwise=True)
 abstract_eval_rules[minimum_p] = arithmetic("minimum")
 impl_rules[minimum_p] = np.minimum
 vjp_rules[minimum_p] = lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y)))
+jvp_rules[minimum_p] = elementwise_jvp(minimum_p, lambda out, x, y: (x < y) + 0.5 * (x == y),
+                                       lambda out, x, y: (y < x) + 0.5 * (x == y))
 
 # -- elementwise functions ---------------------------------------------------------------
 
@@ -121,42 +169,49 @@ exp_p = Primitive("exp", elementwise=True)
 abstract_eval_rules[exp_p] = float_unary
 impl_rules[exp_p] = np.exp
 vjp_rules[exp_p] = lambda g, out, x: (g * out,)
+jvp_rules[exp_p] = elementwise_jvp(exp_p, lambda out, x: out)
 
 # log: d/dx log x = 1/x
 log_p = Primitive("log", elementwise=True)
 abstract_eval_rules[log_p] = float_unary
 impl_rules[log_p] = np.log
 vjp_rules[log_p] = lambda g, out, x: (g / x,)
+jvp_rules[log_p] = elementwise_jvp(log_p, lambda out, x: 1.0 / x)
 
 # tanh: d/dx tanh x = 1 - tanh^2 x
 tanh_p = Primitive("tanh", elementwise=True)
 abstract_eval_rules[tanh_p] = float_unary
 impl_rules[tanh_p] = np.tanh
 vjp_rules[tanh_p] = lambda g, out, x: (g * (1.0 - out * out),)
+jvp_rules[tanh_p] = elementwise_jvp(tanh_p, lambda out, x: 1.0 - out * out)
 
 # sin: d/dx sin x = cos x
 sin_p = Primitive("sin", elementwise=True)
 abstract_eval_rules[sin_p] = float_unary
 impl_rules[sin_p] = np.sin
 vjp_rules[sin_p] = lambda g, out, x: (g * bind(cos_p, x),)
+jvp_rules[sin_p] = elementwise_jvp(sin_p, lambda out, x: bind(cos_p, x))
 
 # cos: d/dx cos x = -sin x
 cos_p = Primitive("cos", elementwise=True)
 abstract_eval_rules[cos_p] = float_unary
 impl_rules[cos_p] = np.cos
 vjp_rules[cos_p] = lambda g, out, x: (-g * bind(sin_p, x),)
+jvp_rules[cos_p] = elementwise_jvp(cos_p, lambda out, x: -bind(sin_p, x))
 
 # sqrt: d/dx sqrt x = 1 / (2 sqrt x)
 sqrt_p = Primitive("sqrt", elementwise=True)
 abstract_eval_rules[sqrt_p] = float_unary
 impl_rules[sqrt_p] = np.sqrt
 vjp_rules[sqrt_p] = lambda g, out, x: (g * 0.5 / out,)
+jvp_rules[sqrt_p] = elementwise_jvp(sqrt_p, lambda out, x: 0.5 / out)
 
 # abs: d/dx |x| = sign x
 abs_p = Primitive("abs", elementwise=True)
 abstract_eval_rules[abs_p] = arithmetic("abs")
 impl_rules[abs_p] = np.abs
 vjp_rules[abs_p] = lambda g, out, x: (g * bind(sign_p, x),)
+jvp_rules[abs_p] = elementwise_jvp(abs_p, lambda out, x: bind(sign_p, x))
 
 # sign: -1, 0 or 1; piecewise constant, so no cotangent flows through it
 sign_p = Primitive("sign", elementwise=True, differentiable=False)
@@ -192,6 +247,17 @@ abstract_eval_rules[where_p] = lambda c, x, y: Aval(broadcast_shapes("where", c,
 impl_rules[where_p] = np.where
 vjp_rules[where_p] = lambda g, out, c, x, y: (None, bind(where_p, c, g, 0.0), bind(where_p, c, 0.0, g))
 
+
+def where_jvp(primals, tangents):
+    out = bind(where_p, *primals)
+    (_, tx, ty), shape = tangents, aval_of(out).shape
+    if tx is None and ty is None:
+        return out, None
+    return out, tangent_sum([bind(where_p, primals[0], 0.0 if tx is None else tx, 0.0 if ty is None else ty)], shape)
+
+
+jvp_rules[where_p] = where_jvp
+
 # -- reductions and shapes ---------------------------------------------------------------
 
 
@@ -215,6 +281,7 @@ reduce_sum_p = Primitive("reduce_sum")
 abstract_eval_rules[reduce_sum_p] = lambda x, axes: Aval(reduced(x, axes).shape, "i64" if x.dtype == "bool" else x.dtype)
 impl_rules[reduce_sum_p] = lambda x, axes: np.sum(x, axis=axes)
 vjp_rules[reduce_sum_p] = lambda g, out, x, axes: (broadcast_back(g, x.shape, axes),)
+jvp_rules[reduce_sum_p] = linear_jvp(reduce_sum_p)
 
 
 def reduce_max_vjp(g, out, x, axes):
@@ -231,6 +298,17 @@ impl_rules[reduce_max_p] = lambda x, axes: np.max(x, axis=axes)
 vjp_rules[reduce_max_p] = reduce_max_vjp
 
 
+def reduce_max_jvp(primals, tangents, axes):
+    # the mean of the tangents of the elements that attain the maximum
+    (x,), (t,) = primals, tangents
+    out = bind(reduce_max_p, x, axes=axes)
+    at_max = x == broadcast_back(out, aval_of(x).shape, axes)
+    return out, bind(reduce_sum_p, t * at_max, axes=axes) / bind(reduce_sum_p, at_max, axes=axes)
+
+
+jvp_rules[reduce_max_p] = reduce_max_jvp
+
+
 def reshape_rule(x: Aval, shape):
     if x.size != int(np.prod(shape)):
         raise ShapeError(f"reshape: cannot reshape {x} into shape {shape}")
@@ -242,6 +320,7 @@ reshape_p = Primitive("reshape")
 abstract_eval_rules[reshape_p] = reshape_rule
 impl_rules[reshape_p] = lambda x, shape: np.reshape(x, shape)
 vjp_rules[reshape_p] = lambda g, out, x, shape: (bind(reshape_p, g, shape=x.shape),)
+jvp_rules[reshape_p] = linear_jvp(reshape_p)
 
 
 def broadcast_to_rule(x: Aval, shape):
@@ -256,12 +335,14 @@ broadcast_to_p = Primitive("broadcast_to", elementwise=True)
 abstract_eval_rules[broadcast_to_p] = broadcast_to_rule
 impl_rules[broadcast_to_p] = lambda x, shape: np.broadcast_to(x, shape).copy()
 vjp_rules[broadcast_to_p] = lambda g, out, x, shape: (g,)
+jvp_rules[broadcast_to_p] = linear_jvp(broadcast_to_p)
 
 # transpose: permute axes; the cotangent goes through the inverse permutation
 transpose_p = Primitive("transpose")
 abstract_eval_rules[transpose_p] = lambda x, perm: Aval(tuple(x.shape[i] for i in perm), x.dtype)
 impl_rules[transpose_p] = lambda x, perm: np.transpose(x, perm)
 vjp_rules[transpose_p] = lambda g, out, x, perm: (bind(transpose_p, g, perm=tuple(np.argsort(perm).tolist())),)
+jvp_rules[transpose_p] = linear_jvp(transpose_p)
 
 
 def matmul_rule(x: Aval, y: Aval) -> Aval:
@@ -276,6 +357,10 @@ abstract_eval_rules[matmul_p] = matmul_rule
 impl_rules[matmul_p] = np.matmul
 vjp_rules[matmul_p] = lambda g, out, x, y: (bind(matmul_p, g, bind(transpose_p, y, perm=(1, 0))),
                                             bind(matmul_p, bind(transpose_p, x, perm=(1, 0)), g))
+jvp_rules[matmul_p] = lambda primals, tangents: (bind(matmul_p, *primals), tangent_sum(
+    [bind(matmul_p, t, y) for t, y in [(tangents[0], primals[1])] if t is not None]
+    + [bind(matmul_p, x, t) for x, t in [(primals[0], tangents[1])] if t is not None],
+    (aval_of(primals[0]).shape[0], aval_of(primals[1]).shape[1])))
 
 # -- indexing ----------------------------------------------------------------------------
 
@@ -294,6 +379,7 @@ slice_p = Primitive("slice")
 abstract_eval_rules[slice_p] = lambda x, index: Aval(sliced_shape(index), x.dtype)
 impl_rules[slice_p] = lambda x, index: x[as_slices(index)]
 vjp_rules[slice_p] = lambda g, out, x, index: (bind(pad_p, g, shape=x.shape, index=index),)
+jvp_rules[slice_p] = linear_jvp(slice_p)
 
 
 def pad_impl(x, shape, index):
@@ -307,6 +393,7 @@ pad_p = Primitive("pad")
 abstract_eval_rules[pad_p] = lambda x, shape, index: Aval(shape, x.dtype)
 impl_rules[pad_p] = pad_impl
 vjp_rules[pad_p] = lambda g, out, x, shape, index: (bind(slice_p, g, index=index),)
+jvp_rules[pad_p] = linear_jvp(pad_p)
 
 
 def gather_rule(x: Aval, *indices: Aval) -> Aval:
@@ -323,6 +410,7 @@ abstract_eval_rules[gather_p] = gather_rule
 impl_rules[gather_p] = lambda x, *indices: x[tuple(indices)]
 vjp_rules[gather_p] = lambda g, out, x, *indices: ((bind(scatter_add_p, g, *indices, shape=x.shape),)
                                                    + (None,) * len(indices))
+jvp_rules[gather_p] = linear_jvp(gather_p)
 
 
 def scatter_add_impl(x, *indices, shape):
@@ -336,3 +424,4 @@ scatter_add_p = Primitive("scatter_add")
 abstract_eval_rules[scatter_add_p] = lambda x, *indices, shape: Aval(shape, x.dtype)
 impl_rules[scatter_add_p] = scatter_add_impl
 vjp_rules[scatter_add_p] = lambda g, out, x, *indices, shape: (bind(gather_p, g, *indices),) + (None,) * len(indices)
+jvp_rules[scatter_add_p] = linear_jvp(scatter_add_p)
