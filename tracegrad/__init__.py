@@ -15,11 +15,12 @@ from .config import config
 from .control_flow import cond, fori_loop, scan, switch, while_loop
 from .core import typecheck
 from .graph import draw, to_dot
+from .jacobian import hessian, jacfwd, jacobian, jacrev
 from .ir import Program
 from .numpy import stop_gradient
 from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 from .version import __version__
 
-__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop",
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacfwd", "jacrev", "jacobian", "hessian", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop",
            "while_loop", "cond", "switch", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
            "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

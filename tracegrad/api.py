@@ -676,13 +676,18 @@ def jit(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Transforme
     (`.ir`) and its generated `.source`. Inside another transformation, `jit(fun)` is `fun`.
     """
     static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    return transformed(fun, ("jit", static), lambda settings: Transformed(
+        fun, jit_transform(fun, static), generated_name("jit", fun), settings, static))
+
+
+def jit_transform(fun: Callable, static: tuple[int, ...]) -> Callable[[Signature], FlatFunction]:
+    """signature -> `fun` itself as a function of the signature's leaves: what jit stages and compiles."""
 
     def transform(signature: Signature) -> FlatFunction:
         flat = Flattened(fun, static, signature)
         return lambda *leaves: FlatResult(flat(*leaves), flat.tree)
 
-    return transformed(fun, ("jit", static),
-                       lambda settings: Transformed(fun, transform, generated_name("jit", fun), settings, static))
+    return transform
 
 
 def make_ir(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Callable[..., Program]:
@@ -730,12 +735,8 @@ def jvp(fun: Callable, primals, tangents) -> tuple[Any, Any]:
         outputs, out_tangents = forward.jvp(flat_fun, leaves, tree_flatten(tangents)[0])
         return tree_unflatten(found["tree"], outputs), tree_unflatten(found["tree"], out_tangents)
 
-    def transform(signature: Signature) -> FlatFunction:
-        flat = Flattened(pushforward, (), signature)
-        return lambda *leaves: FlatResult(flat(*leaves), flat.tree)
-
     return transformed(fun, ("jvp",), lambda settings: Transformed(
-        fun, transform, generated_name("jvp", fun), settings))(primals, tangents)
+        fun, jit_transform(pushforward, ()), generated_name("jvp", fun), settings))(primals, tangents)
 
 
 # -- vjp ---------------------------------------------------------------------------------

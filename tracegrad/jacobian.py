@@ -1,0 +1,152 @@
+"""Jacobians and Hessians: a column per input element by forward mode, a row per output element by
+reverse mode, each as a `scan` over the basis vectors, so the program holds one copy of the JVP
+(or the pullback) whatever the size, and the compiled code is a loop.
+
+`tg.jacfwd(f)(x)` runs the JVP once per element of `x`; `tg.jacrev(f)(x)` runs `f` once and its
+pullback once per element of `f(x)`: forward mode for wide functions (few inputs), reverse mode
+for tall ones (few outputs), as in JAX. `tg.hessian(f)` is `jacfwd(jacrev(f))`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from . import ad, errors, forward
+from .api import Transformed, generated_name, jit_transform, normalize_argnums, transformed
+from .control_flow import scan
+from .core import aval_of, bind
+from .primitives import eq_p, reshape_p, transpose_p, where_p
+from .source_info import user_source, where_text
+from .tree import tree_flatten, tree_unflatten
+
+
+def basis_vector(index, shape: tuple[int, ...]):
+    """The float array of `shape` that is 1 at flat position `index` (a traced int) and 0 elsewhere."""
+    positions = np.arange(math.prod(shape))
+    flat = bind(where_p, bind(eq_p, positions, index), 1.0, 0.0)
+    return bind(reshape_p, flat, shape=shape) if shape != flat.shape else flat
+
+
+def element_axes_last(stacked, out_shape: tuple[int, ...], in_shape: tuple[int, ...]):
+    """(size, *out_shape) stacked per input element -> (*out_shape, *in_shape)."""
+    rank = len(out_shape)
+    moved = bind(transpose_p, stacked, perm=tuple(range(1, rank + 1)) + (0,)) if rank else stacked
+    return bind(reshape_p, moved, shape=out_shape + in_shape)
+
+
+def split_args(fun: Callable, args: tuple, argnums, has_aux: bool):
+    """The differentiated arguments' leaves and a function of those leaves giving the output's leaves."""
+    numbers = normalize_argnums(argnums, len(args))
+    leaves, in_tree = tree_flatten(tuple(args[n] for n in numbers))
+    for leaf in leaves:
+        if aval_of(leaf).dtype != "f64":
+            raise errors.NonDifferentiableArgumentError(
+                f"Jacobians are taken with respect to float values only; argnums {argnums} names a "
+                f"{aval_of(leaf)} leaf (at {where_text(user_source())})")
+    found = {}
+
+    def flat_fun(*values):
+        chosen = tree_unflatten(in_tree, values)
+        full = list(args)
+        for n, value in zip(numbers, chosen):
+            full[n] = value
+        result, aux = fun(*full), None
+        if has_aux:
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(f"with has_aux=True the function must return a pair (output, aux) "
+                                f"(at {where_text(user_source())})")
+            result, aux = result
+        out_leaves, found["tree"] = tree_flatten(result)
+        aux_leaves, found["aux_tree"] = tree_flatten(aux)
+        found["outputs"] = len(out_leaves)
+        return out_leaves + aux_leaves  # the aux as outputs too, so a transformation hands back its values
+
+    return leaves, in_tree, flat_fun, found
+
+
+def assemble(blocks: dict, out_leaves, out_tree, in_leaves, in_tree, argnums):
+    """The Jacobian's tree: the output's structure, each leaf the differentiated arguments' structure
+    of blocks (a tuple over argnums when argnums is a tuple), as JAX gives it."""
+    per_output = []
+    for k in range(len(out_leaves)):
+        chosen = tree_unflatten(in_tree, [blocks[(k, j)] for j in range(len(in_leaves))])
+        per_output.append(chosen[0] if isinstance(argnums, int) else chosen)
+    return tree_unflatten(out_tree, per_output)
+
+
+def jacobian_transformation(kind: str, fun: Callable, argnums, has_aux: bool) -> Transformed:
+    def jacobian_at(*args):
+        in_leaves, in_tree, flat_fun, found = split_args(fun, args, argnums, has_aux)
+        columns = jacobian_by_columns if kind == "jacfwd" else jacobian_by_rows
+        blocks, results = columns(flat_fun, in_leaves, found)
+        out_tree, aux_tree, n_out = found["tree"], found["aux_tree"], found["outputs"]  # of the first call, outside any loop
+        jac = assemble(blocks, results[:n_out], out_tree, in_leaves, in_tree, argnums)
+        return (jac, tree_unflatten(aux_tree, results[n_out:])) if has_aux else jac
+
+    options = (kind, argnums, has_aux)
+    return transformed(fun, options, lambda settings: Transformed(
+        fun, jit_transform(jacobian_at, ()), generated_name(kind, fun), settings))
+
+
+def jacobian_by_columns(flat_fun: Callable, in_leaves: list, found: dict) -> tuple[dict, list]:
+    """Forward mode: for each input leaf, a scan over its elements, each a JVP along a basis vector."""
+    results = flat_fun(*in_leaves)  # the output's shapes and the aux, computed once
+    out_leaves, state = results[:found["outputs"]], dict(found)
+    blocks = {}
+    for j, leaf in enumerate(in_leaves):
+        shape = aval_of(leaf).shape
+
+        def column(carry, index, j=j, shape=shape):
+            tangents = [None] * len(in_leaves)
+            tangents[j] = basis_vector(index, shape)
+            return carry, forward.jvp(flat_fun, list(in_leaves), tangents)[1][:len(out_leaves)]
+
+        _, stacked = scan(column, None, np.arange(math.prod(shape)))
+        for k, out in enumerate(out_leaves):
+            blocks[(k, j)] = element_axes_last(stacked[k], aval_of(out).shape, shape)
+    found.update(state)  # the trees of the call outside the loops
+    return blocks, results
+
+
+def jacobian_by_rows(flat_fun: Callable, in_leaves: list, found: dict) -> tuple[dict, list]:
+    """Reverse mode: the function once, then for each output leaf a scan over its elements, each the
+    pullback of a basis vector."""
+    results, pullback = ad.vjp(flat_fun, list(in_leaves), list(range(len(in_leaves))))
+    out_leaves = results[:found["outputs"]]
+    blocks = {}
+    for k, out in enumerate(out_leaves):
+        out_shape = aval_of(out).shape
+
+        def row(carry, index, k=k, out_shape=out_shape):
+            cotangents = [None] * len(results)
+            cotangents[k] = basis_vector(index, out_shape)
+            return carry, pullback(cotangents)
+
+        _, stacked = scan(row, None, np.arange(math.prod(out_shape)))
+        for j, leaf in enumerate(in_leaves):
+            in_shape = aval_of(leaf).shape
+            blocks[(k, j)] = bind(reshape_p, stacked[j], shape=out_shape + in_shape)
+    return blocks, results
+
+
+def jacfwd(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """The Jacobian of `fun` with respect to the arguments at `argnums`, by forward mode (one JVP per
+    input element), as `jax.jacfwd`: for an output of shape S and an input of shape T, an array of
+    shape S + T, in the output's structure of the inputs' structures."""
+    return jacobian_transformation("jacfwd", fun, argnums, has_aux)
+
+
+def jacrev(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """The Jacobian of `fun` by reverse mode (`fun` once, one pullback per output element), as
+    `jax.jacrev`; shaped as `jacfwd`'s."""
+    return jacobian_transformation("jacrev", fun, argnums, has_aux)
+
+
+jacobian = jacrev
+
+
+def hessian(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
+    """The Hessian of a scalar `fun`, forward over reverse (`jacfwd(jacrev(fun))`), as `jax.hessian`."""
+    return jacfwd(jacrev(fun, argnums, has_aux), argnums, has_aux)
