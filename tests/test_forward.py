@@ -91,3 +91,11 @@ def test_jvp_is_traced_once_per_signature():
     for v in (1.0, 2.0, 3.0):
         assert tg.jvp(f, (0.5,), (v,))[1] == pytest.approx(2.0 * np.cos(0.5) * v, rel=1e-15)
     assert len(calls) == 1
+
+
+def test_linearize_gives_the_value_and_its_jvp(backend):
+    value, f_jvp = tg.linearize(loss, X)
+    assert value == pytest.approx(float(loss(X)), rel=1e-14)
+    v = np.linspace(-1.0, 1.0, 5)
+    assert f_jvp(v) == pytest.approx(float(tg.grad(loss)(X) @ v), rel=1e-13)
+    assert f_jvp(2 * v) == pytest.approx(2 * f_jvp(v), rel=1e-14)

@@ -739,6 +739,16 @@ def jvp(fun: Callable, primals, tangents) -> tuple[Any, Any]:
         fun, jit_transform(pushforward, ()), generated_name("jvp", fun), settings))(primals, tangents)
 
 
+def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
+    """`(fun(*primals), f_jvp)` with `f_jvp(*tangents)` the JVP of `fun` at `primals`, as `jax.linearize`.
+
+    Each `f_jvp` call runs `tg.jvp` (compiled once for the signature), which computes `fun`'s
+    values again with the tangents; JAX's linearize stores them instead.
+    """
+    out = jit(fun)(*primals)
+    return out, lambda *tangents: jvp(fun, primals, tangents)[1]
+
+
 # -- vjp ---------------------------------------------------------------------------------
 
 
