@@ -6,7 +6,7 @@ import pytest
 import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import lowering
-from tracegrad.core import abstract_eval_rules, bind, forward_vjp_rules, impl_rules, jvp_rules, vjp_rules
+from tracegrad.core import abstract_eval_rules, batch_rules, bind, forward_vjp_rules, impl_rules, jvp_rules, vjp_rules
 from tracegrad.primitives import pad_p, scatter_add_p
 
 rng = np.random.default_rng(0)
@@ -90,7 +90,7 @@ def test_every_primitive_has_its_rules_and_a_lowering():
     for primitive in abstract_eval_rules:
         reverse_mode = primitive in vjp_rules or primitive in forward_vjp_rules
         assert primitive in impl_rules and reverse_mode == primitive.differentiable, primitive
-        assert (primitive in jvp_rules) == primitive.differentiable, primitive
+        assert (primitive in jvp_rules) == primitive.differentiable and primitive in batch_rules, primitive
         rule = lowering.rule_for(primitive)
         assert primitive.elementwise == (rule.element is not None), primitive  # fused loops and the tape need it
 
@@ -138,6 +138,27 @@ def test_jvp_matches_central_differences(row, backend):
     minus = differentiated(*(a - h * v if f else a for a, v, f in zip(row.args, directions, is_float)))
     np.testing.assert_allclose(out, row.reference(*row.args), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(tangent, (plus - minus) / (2 * h), rtol=1e-6, atol=1e-8)
+
+
+def examples(arg, count: int = 3) -> list:
+    """`count` different arguments like `arg` (integer index arrays as they are)."""
+    arg = np.asarray(arg)
+    if arg.dtype != np.float64:
+        return [arg] * count
+    return [arg * (1.0 + 0.1 * k) + 0.05 * k for k in range(count)]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)
+def test_vmap_matches_a_loop_over_examples(row, backend):
+    """Every argument batched, then only the first: the batching rule against one call per example."""
+    per_argument = [examples(a) for a in row.args]
+    stacked = [np.stack(each) for each in per_argument]
+    expected = np.stack([row.reference(*example) for example in zip(*per_argument)])
+    np.testing.assert_allclose(tg.vmap(row.fun)(*stacked), expected, rtol=1e-12, atol=1e-12)
+    in_axes = (0,) + (None,) * (len(row.args) - 1)
+    expected = np.stack([row.reference(first, *row.args[1:]) for first in per_argument[0]])
+    np.testing.assert_allclose(tg.vmap(row.fun, in_axes=in_axes)(stacked[0], *row.args[1:]), expected,
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)

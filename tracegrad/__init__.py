@@ -8,7 +8,7 @@
     print(tg.make_ir(loss)(params))  # the program, printed like a jaxpr
 """
 from . import errors, nn, optim
-from .api import cache_info, grad, jit, jvp, linearize, make_ir, value_and_grad, vjp
+from .api import cache_info, grad, jit, jvp, linearize, make_ir, value_and_grad, vjp, vmap
 from .check import check_grads
 from .concurrency import wait_for_compiles
 from .config import config
@@ -21,6 +21,6 @@ from .numpy import stop_gradient
 from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
 from .version import __version__
 
-__all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "jacfwd", "jacrev", "jacobian", "hessian", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop",
+__all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "vmap", "jacfwd", "jacrev", "jacobian", "hessian", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop",
            "while_loop", "cond", "switch", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
            "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import attrs
 import numpy as np
 
-from . import ad, codegen, concurrency, core, errors, forward, trace
+from . import ad, batching, codegen, concurrency, core, errors, forward, primitives, trace
 from .config import Config, config
 from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
@@ -737,6 +737,92 @@ def jvp(fun: Callable, primals, tangents) -> tuple[Any, Any]:
 
     return transformed(fun, ("jvp",), lambda settings: Transformed(
         fun, jit_transform(pushforward, ()), generated_name("jvp", fun), settings))(primals, tangents)
+
+
+# -- vmap --------------------------------------------------------------------------------
+
+
+def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
+    """`fun` mapped over an axis of its arguments, as `jax.vmap`: one program for the whole batch.
+
+    `in_axes` is an int (every argument's leaves along that axis), None (not mapped), or a tuple
+    with one entry per positional argument, each an int, None, or a pytree of them matching that
+    argument. Every output has the batch along `out_axes` (an int); an output that does not
+    depend on the mapped arguments is repeated. Each op runs once on the whole batch (its
+    batching rule), so `tg.vmap(tg.grad(loss), in_axes=(None, 0, 0))` gives per-example gradients
+    in one compiled program. Traced and compiled once per signature, as `tg.jit`.
+    """
+    if not isinstance(out_axes, int):
+        raise TypeError(f"vmap's out_axes must be an int (at {where_text(user_source())})")
+
+    def mapped(*args):
+        leaves, treedef = tree_flatten(args)
+        axes = leaf_axes(in_axes, args)
+        sizes = {np.shape(leaf)[axis] if axis is not None and np.ndim(leaf) > axis % max(np.ndim(leaf), 1) else None
+                 for leaf, axis in zip(leaves, axes) if axis is not None}
+        if None in sizes or len(sizes) != 1:
+            raise errors.ShapeError(f"vmap needs every mapped leaf to have the mapped axis, all of one length: "
+                                    f"in_axes {in_axes} on shapes {[np.shape(x) for x in leaves]} "
+                                    f"(at {where_text(user_source())})")
+        (size,) = sizes
+        values = [leaf if axis is None else moved_axis(leaf, axis, 0) for leaf, axis in zip(leaves, axes)]
+        found = {}
+
+        def flat_fun(*flat):
+            out_leaves, found["tree"] = tree_flatten(fun(*tree_unflatten(treedef, flat)))
+            return out_leaves
+
+        outputs, batched = batching.batch(flat_fun, values, [axis is not None for axis in axes], size)
+        results = [moved_axis(out if b else repeated(out, size), 0, out_axes) for out, b in zip(outputs, batched)]
+        return tree_unflatten(found["tree"], results)
+
+    options = ("vmap", axes_key(in_axes), out_axes)
+    return transformed(fun, options, lambda settings: Transformed(
+        fun, jit_transform(mapped, ()), generated_name("vmap", fun), settings))
+
+
+def axes_key(in_axes):
+    """in_axes as a hashable key (its leaves and structure)."""
+    leaves, treedef = tree_flatten(in_axes)
+    return tuple(leaves), treedef
+
+
+def leaf_axes(in_axes, args: tuple) -> list:
+    """One mapped axis (or None) per leaf of `args`, from `in_axes`: an int or None for everything, or
+    one entry per positional argument, each an int, None, or a tree of them over that argument's
+    structure (an int or None standing for a whole subtree), as JAX reads it."""
+    if in_axes is None or isinstance(in_axes, int):
+        return [in_axes] * len(tree_flatten(args)[0])
+    if not isinstance(in_axes, (tuple, list)) or len(in_axes) != len(args):
+        raise ValueError(f"vmap's in_axes must be an int, None, or one entry per positional argument "
+                         f"({len(args)}), got {in_axes!r} (at {where_text(user_source())})")
+    return [axis for arg, axes in zip(args, in_axes) for axis in axes_over(arg, axes)]
+
+
+def axes_over(arg, axes) -> list:
+    if axes is None or isinstance(axes, int):
+        return [axes] * len(tree_flatten(arg)[0])
+    if isinstance(axes, dict) and isinstance(arg, dict) and set(axes) == set(arg):
+        return [axis for key in tree_flatten(arg)[1].structure[1] for axis in axes_over(arg[key], axes[key])]
+    if isinstance(axes, (tuple, list)) and isinstance(arg, (tuple, list)) and len(axes) == len(arg):
+        return [axis for child, child_axes in zip(arg, axes) for axis in axes_over(child, child_axes)]
+    raise errors.TreeStructureError(f"vmap's in_axes entry {axes!r} does not match its argument's structure "
+                                    f"{tree_flatten(arg)[1]} (at {where_text(user_source())})")
+
+
+def moved_axis(value, source: int, destination: int):
+    rank = np.ndim(value) if not isinstance(value, Tracer) else value.ndim
+    source, destination = source % max(rank, 1), destination % max(rank, 1)
+    if source == destination:
+        return value
+    from . import numpy as tnp
+    return tnp.moveaxis(value, source, destination)
+
+
+def repeated(value, size: int):
+    """An output the same for every example, repeated along a new leading axis."""
+    shape = (size,) + tuple(aval_of(value).shape)
+    return core.bind(primitives.broadcast_to_p, value, shape=shape)
 
 
 def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:

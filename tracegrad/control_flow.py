@@ -25,12 +25,14 @@ import numpy as np
 
 from . import errors
 from .ad import evaluated_outputs, split_forward_backward, vjp, vjp_program, zeros
-from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, bind, forward_vjp_rules,
-                   impl_rules, jvp_rules)
+from .batching import batch
+from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, batch_rules, bind,
+                   forward_vjp_rules, impl_rules, jvp_rules)
 from .forward import jvp
 from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Var
 from .passes import atom_key, eliminate_common_subexpressions
-from .primitives import broadcast_to_p, ne_p, pad_p, reshape_p
+from .primitives import (broadcast_to_p, ge_p, gt_p, ne_p, pad_p, reduce_sum_p, reshape_p, transpose_p,
+                         where_p)
 from .source_info import user_source, where_text
 from .trace import trace_flat
 from .tree import TreeDef, tree_flatten, tree_unflatten
@@ -482,10 +484,68 @@ def scan_jvp(primals, tangents, *, body: Program, num_consts: int, num_carry: in
     return results, [next(found) if flag else None for flag in out_flags]
 
 
+def reaches(program: Program, flags) -> list[bool]:
+    """For each output of `program`: whether it depends on an input flagged True (through any op)."""
+    reached = {var for var, flag in zip(program.inputs, flags) if flag}
+    for op in program.ops:
+        if any(isinstance(x, Var) and x in reached for x in op.inputs):
+            reached.update(op.outs)
+    return [isinstance(x, Var) and x in reached for x in program.outputs]
+
+
+def batched_carries(body: Program, flags: list[bool], start: int, count: int) -> list[bool]:
+    """`flags` with each carry set once a step makes it depend on a batched input (a fixed point)."""
+    flags = list(flags)
+    while True:
+        now = [a or b for a, b in zip(flags[start:start + count], reaches(body, flags)[:count])]
+        if now == flags[start:start + count]:
+            return flags
+        flags[start:start + count] = now
+
+
+def batched_program(program: Program, flags: list[bool], size: int, batched_outputs: list[bool]) -> Callable:
+    """`program` on a batch (inputs flagged batched hold `size` examples along axis 0), as a function to
+    trace into a loop's body: outputs flagged in `batched_outputs` come out batched (repeated if need be)."""
+    def run(*values):
+        outs, out_batched = batch(lambda *ins: evaluated_outputs(ClosedProgram(program, ()), list(ins)),
+                                  list(values), flags, size)
+        return [bind(broadcast_to_p, out, shape=(size,) + aval_of(out).shape) if want and not got else out
+                for out, got, want in zip(outs, out_batched, batched_outputs)]
+    return run
+
+
+def batched_aval(aval: Aval, size: int) -> Aval:
+    return Aval((size,) + aval.shape, aval.dtype)
+
+
+def swap_leading_axes(value):
+    rank = aval_of(value).ndim
+    return bind(transpose_p, value, perm=(1, 0) + tuple(range(2, rank)))
+
+
+def scan_batch(values, batched, size, *, body: Program, num_consts: int, num_carry: int, length: int,
+               reverse: bool, recompute: bool = False):
+    """A scan over the batch: carries that come to depend on a batched value are batched (examples on
+    axis 0), batched xs are read at [:, t], batched ys stacked as (length, size, ...) then swapped."""
+    flags = batched_carries(body, list(batched), num_consts, num_carry)
+    out_flags = flags[num_consts:num_consts + num_carry] + reaches(body, flags)[num_carry:]
+    step, step_consts = closed_program(batched_program(body, flags, size, out_flags),
+                                       [batched_aval(v.aval, size) if f else v.aval for v, f in zip(body.inputs, flags)])
+    inits = [bind(broadcast_to_p, x, shape=(size,) + aval_of(x).shape) if f and not b else x
+             for x, f, b in zip(values[num_consts:num_consts + num_carry], flags[num_consts:num_consts + num_carry],
+                                batched[num_consts:num_consts + num_carry])]
+    xs = [swap_leading_axes(x) if b else x for x, b in zip(values[num_consts + num_carry:], batched[num_consts + num_carry:])]
+    outs = bind(scan_p, *step_consts, *values[:num_consts], *inits, *xs, body=step,
+                num_consts=len(step_consts) + num_consts, num_carry=num_carry, length=length, reverse=reverse)
+    outs = outs[:num_carry] + [swap_leading_axes(y) if f else y for y, f in zip(outs[num_carry:], out_flags[num_carry:])]
+    return outs, out_flags
+
+
 abstract_eval_rules[scan_p] = scan_abstract_eval
 impl_rules[scan_p] = scan_impl
 forward_vjp_rules[scan_p] = scan_forward_vjp
 jvp_rules[scan_p] = scan_jvp
+batch_rules[scan_p] = scan_batch
 
 
 # -- fori_loop -----------------------------------------------------------------------------
@@ -616,10 +676,57 @@ def while_jvp(primals, tangents, *, cond: Program, body: Program, num_cond_const
     return outs[:n_carry], [next(found) if flags[n_body_consts + j] else None for j in range(n_carry)]
 
 
+def while_batch(values, batched, size, *, cond: Program, body: Program, num_cond_consts: int):
+    """A while loop over the batch. With a condition the same for every example, the body runs
+    batched; with one that differs, the loop runs while any example's holds, and an example whose
+    condition fails keeps its carries (as JAX does)."""
+    n_carry = len(body.outputs)
+    cond_flags, body_flags = list(batched[:num_cond_consts]), list(batched[num_cond_consts:])
+    n_body_consts = len(body.inputs) - n_carry
+    while True:  # carries batched by the body; the condition batched if it reads a batched value
+        body_flags = batched_carries(body, body_flags, n_body_consts, n_carry)
+        carry_flags = body_flags[n_body_consts:]
+        predicate_batched = reaches(cond, cond_flags + carry_flags)[0]
+        if not predicate_batched or all(carry_flags):
+            break
+        body_flags[n_body_consts:] = [True] * n_carry  # each example stops on its own: every carry is per example
+    carry_values = [bind(broadcast_to_p, x, shape=(size,) + aval_of(x).shape) if f and not b else x
+                    for x, f, b in zip(values[len(values) - n_carry:], carry_flags, batched[len(batched) - n_carry:])]
+    carry_avals = [batched_aval(v.aval, size) if f else v.aval for v, f in zip(body.inputs[n_body_consts:], carry_flags)]
+    const_avals = [aval_of(v) for v in values[:len(values) - n_carry]]
+    test = batched_program(cond, cond_flags + carry_flags, size, [predicate_batched])
+    step = batched_program(body, body_flags, size, carry_flags)
+    if predicate_batched:
+        def any_holds(*values):
+            holds = test(*values)[0]
+            return [bind(gt_p, bind(reduce_sum_p, holds, axes=(0,)), 0)]
+
+        def guarded_step(*values):  # the body's carries where the condition holds, the old ones elsewhere
+            cond_consts, body_consts = values[:num_cond_consts], values[num_cond_consts:len(values) - n_carry]
+            carries = values[len(values) - n_carry:]
+            holds = test(*cond_consts, *carries)[0]
+            new = step(*body_consts, *carries)
+            return [bind(where_p, bind(reshape_p, holds, shape=(size,) + (1,) * (aval_of(c).ndim - 1)), n, c)
+                    for n, c in zip(new, carries)]
+
+        cond_program, cond_consts = closed_program(any_holds, const_avals[:num_cond_consts] + carry_avals)
+        body_program, body_consts = closed_program(guarded_step, const_avals + carry_avals)
+        outs = bind(while_p, *cond_consts, *values[:num_cond_consts], *body_consts, *values[:len(values) - n_carry],
+                    *carry_values, cond=cond_program, body=body_program,
+                    num_cond_consts=len(cond_consts) + num_cond_consts)
+        return outs, carry_flags
+    cond_program, cond_consts = closed_program(test, const_avals[:num_cond_consts] + carry_avals)
+    body_program, body_consts = closed_program(step, const_avals[num_cond_consts:] + carry_avals)
+    outs = bind(while_p, *cond_consts, *values[:num_cond_consts], *body_consts, *values[num_cond_consts:len(values) - n_carry],
+                *carry_values, cond=cond_program, body=body_program, num_cond_consts=len(cond_consts) + num_cond_consts)
+    return outs, carry_flags
+
+
 abstract_eval_rules[while_p] = while_abstract_eval
 impl_rules[while_p] = while_impl
 forward_vjp_rules[while_p] = while_forward_vjp
 jvp_rules[while_p] = while_jvp
+batch_rules[while_p] = while_batch
 
 
 # -- cond ----------------------------------------------------------------------------------
@@ -823,7 +930,35 @@ def cond_jvp(primals, tangents, *, branches: tuple, branch_consts: tuple):
     return outs[:len(out_avals)], [next(found) if i in tangent_outs else None for i in range(len(out_avals))]
 
 
+def cond_batch(values, batched, size, *, branches: tuple, branch_consts: tuple):
+    """A cond over the batch: with one index for every example, each branch runs batched; with an
+    index per example, every branch runs on the whole batch and each example's result is selected."""
+    index, args, flags = values[0], values[1:], list(batched[1:])
+    n_operands = len(args) - sum(branch_consts)
+    own = lambda k: list(range(sum(branch_consts[:k]), sum(branch_consts[:k + 1]))) + list(
+        range(len(args) - n_operands, len(args)))
+    out_flags = [batched[0]] * len(branches[0].outputs)
+    for k, program in enumerate(branches):
+        out_flags = [a or b for a, b in zip(out_flags, reaches(program, [flags[i] for i in own(k)]))]
+    runs = [batched_program(program, [flags[i] for i in own(k)], size, out_flags) for k, program in enumerate(branches)]
+    if batched[0]:  # every branch, then a select per example: index <= 0 is branch 0, >= k chooses k
+        results = runs[0](*[args[i] for i in own(0)])
+        for k in range(1, len(branches)):
+            chosen = index if aval_of(index).dtype == "bool" else bind(ge_p, index, k)
+            new = runs[k](*[args[i] for i in own(k)])
+            results = [bind(where_p, bind(reshape_p, chosen, shape=(size,) + (1,) * (aval_of(r).ndim - 1)), n, r)
+                       for n, r in zip(new, results)]
+        return results, out_flags
+    in_avals = [aval_of(a) for a in args]  # batched ones with their batch axis
+    traced = [closed_program(lambda *all_args, k=k: runs[k](*[all_args[i] for i in own(k)]), in_avals)
+              for k in range(len(branches))]
+    outs = bind(cond_p, index, *[c for _, consts in traced for c in consts], *args,
+                branches=tuple(program for program, _ in traced), branch_consts=tuple(len(c) for _, c in traced))
+    return outs, out_flags
+
+
 abstract_eval_rules[cond_p] = cond_abstract_eval
 impl_rules[cond_p] = cond_impl
 forward_vjp_rules[cond_p] = cond_forward_vjp
 jvp_rules[cond_p] = cond_jvp
+batch_rules[cond_p] = cond_batch

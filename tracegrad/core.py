@@ -11,7 +11,9 @@ The tables (as in Autodidax), which `tracegrad/primitives.py` fills, one paragra
                                                                         it (a loop's per-step values)
     jvp_rules            (primals, tangents, **params) ->               forward mode (tracegrad.forward);
                          (output, its tangent)                          a tangent is None where zero
-    batch_rules          vmap: empty until its interpreter is written
+    batch_rules          (values, batched, size, **params) ->           vmap (tracegrad.batching); a
+                         (output, whether it is batched)                batched value has its examples
+                                                                        along axis 0
 
 A transformation is an Interpreter plus its table. `bind(primitive, *args)` hands the op to the
 current interpreter: evaluation (`impl_rules` on NumPy values) unless a transformation has set
@@ -39,7 +41,7 @@ vjp_rules: dict[Primitive, Callable] = {}
 forward_vjp_rules: dict[Primitive, Callable] = {}
 # (primals, tangents, **params) -> (primal out, tangent out), a tangent None where it is zero: forward mode
 jvp_rules: dict[Primitive, Callable] = {}
-# (values, batch axes, **params) -> (value, batch axis): vmap, for a batching interpreter
+# (values, batched: one bool per input, size, **params) -> (value, whether batched): vmap, examples on axis 0
 batch_rules: dict[Primitive, Callable] = {}
 
 

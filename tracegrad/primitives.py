@@ -10,6 +10,10 @@ A paragraph makes the Primitive (its name and traits) and gives its entry in eac
                          None where it is zero. An elementwise primitive gives its partial
                          derivatives (`elementwise_jvp`), one linear in its first operand
                          applies itself to the tangent (`linear_jvp`)
+    batch_rules          (values, batched, size, **params) -> (output, whether it is batched):
+                         a batched value holds `size` examples along axis 0; the rule computes
+                         them all with array ops (`elementwise_batch`, or the op with its params
+                         shifted past the batch axis)
 
 VJP rules build IR by binding primitives, never strings: under reverse mode `g`, `out` and the
 inputs are the values of the enclosing interpreter (traced values, or numbers), so the adjoint
@@ -19,9 +23,11 @@ entry in `tracegrad.lowering.rules`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
-from .core import abstract_eval_rules, aval_of, bind, impl_rules, jvp_rules, vjp_rules
+from .core import abstract_eval_rules, aval_of, batch_rules, bind, impl_rules, jvp_rules, vjp_rules
 from .errors import ShapeError
 from .ir import DTYPES, Aval, Neutral, Primitive
 
@@ -84,6 +90,30 @@ def linear_jvp(primitive: Primitive):
     return rule
 
 
+def with_batch_rank(value, rank: int):
+    """A batched value (size, *shape) with ones inserted after the batch axis up to `rank` example
+    axes, so NumPy's broadcasting lines its example axes up with the others' (and with unbatched values)."""
+    shape = aval_of(value).shape
+    missing = rank - (len(shape) - 1)
+    return value if missing <= 0 else bind(reshape_p, value, shape=shape[:1] + (1,) * missing + shape[1:])
+
+
+def elementwise_batch(primitive: Primitive):
+    """An elementwise primitive batches as itself, once each batched operand's axes line up."""
+    def rule(values, batched, size, **params):
+        rank = max(aval_of(v).ndim - b for v, b in zip(values, batched))
+        return bind(primitive, *[with_batch_rank(v, rank) if b else v for v, b in zip(values, batched)],
+                    **params), True
+    return rule
+
+
+def shifted_batch(primitive: Primitive, shift: Callable[[int, dict], dict]):
+    """A primitive of one batched operand, applied with params moved past the batch axis by `shift`."""
+    def rule(values, batched, size, **params):
+        return bind(primitive, *values, **shift(size, params)), True
+    return rule
+
+
 # -- elementwise arithmetic --------------------------------------------------------------
 
 # neg: -x
@@ -92,6 +122,7 @@ abstract_eval_rules[neg_p] = arithmetic("neg")
 impl_rules[neg_p] = np.negative
 vjp_rules[neg_p] = lambda g, out, x: (-g,)
 jvp_rules[neg_p] = linear_jvp(neg_p)
+batch_rules[neg_p] = elementwise_batch(neg_p)
 
 # add: x + y
 add_p = Primitive("add", elementwise=True, neutral=Neutral(0.0, (0, 1)))
@@ -99,6 +130,7 @@ abstract_eval_rules[add_p] = arithmetic("add")
 impl_rules[add_p] = np.add
 vjp_rules[add_p] = lambda g, out, x, y: (g, g)
 jvp_rules[add_p] = elementwise_jvp(add_p, lambda out, x, y: 1.0, lambda out, x, y: 1.0)
+batch_rules[add_p] = elementwise_batch(add_p)
 
 # sub: x - y
 sub_p = Primitive("sub", elementwise=True, neutral=Neutral(0.0, (1,)))
@@ -106,6 +138,7 @@ abstract_eval_rules[sub_p] = arithmetic("sub")
 impl_rules[sub_p] = np.subtract
 vjp_rules[sub_p] = lambda g, out, x, y: (g, -g)
 jvp_rules[sub_p] = elementwise_jvp(sub_p, lambda out, x, y: 1.0, lambda out, x, y: -1.0)
+batch_rules[sub_p] = elementwise_batch(sub_p)
 
 # mul: x * y
 mul_p = Primitive("mul", elementwise=True, neutral=Neutral(1.0, (0, 1)))
@@ -113,6 +146,7 @@ abstract_eval_rules[mul_p] = arithmetic("mul")
 impl_rules[mul_p] = np.multiply
 vjp_rules[mul_p] = lambda g, out, x, y: (g * y, g * x)
 jvp_rules[mul_p] = elementwise_jvp(mul_p, lambda out, x, y: y, lambda out, x, y: x)
+batch_rules[mul_p] = elementwise_batch(mul_p)
 
 # div: x / y (true division, always float)
 div_p = Primitive("div", elementwise=True, neutral=Neutral(1.0, (1,)))
@@ -120,6 +154,7 @@ abstract_eval_rules[div_p] = float_binary("div")
 impl_rules[div_p] = np.true_divide
 vjp_rules[div_p] = lambda g, out, x, y: (g / y, -g * out / y)
 jvp_rules[div_p] = elementwise_jvp(div_p, lambda out, x, y: 1.0 / y, lambda out, x, y: -out / y)
+batch_rules[div_p] = elementwise_batch(div_p)
 
 
 def pow_partial_x(out, x, y):
@@ -145,6 +180,7 @@ abstract_eval_rules[pow_p] = float_binary("pow")
 impl_rules[pow_p] = np.power
 vjp_rules[pow_p] = pow_vjp
 jvp_rules[pow_p] = elementwise_jvp(pow_p, pow_partial_x, pow_partial_y)
+batch_rules[pow_p] = elementwise_batch(pow_p)
 
 # maximum: ties split the cotangent evenly, as in JAX
 maximum_p = Primitive("maximum", elementwise=True)
@@ -153,6 +189,7 @@ impl_rules[maximum_p] = np.maximum
 vjp_rules[maximum_p] = lambda g, out, x, y: (g * ((x > y) + 0.5 * (x == y)), g * ((y > x) + 0.5 * (x == y)))
 jvp_rules[maximum_p] = elementwise_jvp(maximum_p, lambda out, x, y: (x > y) + 0.5 * (x == y),
                                        lambda out, x, y: (y > x) + 0.5 * (x == y))
+batch_rules[maximum_p] = elementwise_batch(maximum_p)
 
 # minimum: ties split the cotangent evenly
 minimum_p = Primitive("minimum", elementwise=True)
@@ -161,6 +198,7 @@ impl_rules[minimum_p] = np.minimum
 vjp_rules[minimum_p] = lambda g, out, x, y: (g * ((x < y) + 0.5 * (x == y)), g * ((y < x) + 0.5 * (x == y)))
 jvp_rules[minimum_p] = elementwise_jvp(minimum_p, lambda out, x, y: (x < y) + 0.5 * (x == y),
                                        lambda out, x, y: (y < x) + 0.5 * (x == y))
+batch_rules[minimum_p] = elementwise_batch(minimum_p)
 
 # -- elementwise functions ---------------------------------------------------------------
 
@@ -170,6 +208,7 @@ abstract_eval_rules[exp_p] = float_unary
 impl_rules[exp_p] = np.exp
 vjp_rules[exp_p] = lambda g, out, x: (g * out,)
 jvp_rules[exp_p] = elementwise_jvp(exp_p, lambda out, x: out)
+batch_rules[exp_p] = elementwise_batch(exp_p)
 
 # log: d/dx log x = 1/x
 log_p = Primitive("log", elementwise=True)
@@ -177,6 +216,7 @@ abstract_eval_rules[log_p] = float_unary
 impl_rules[log_p] = np.log
 vjp_rules[log_p] = lambda g, out, x: (g / x,)
 jvp_rules[log_p] = elementwise_jvp(log_p, lambda out, x: 1.0 / x)
+batch_rules[log_p] = elementwise_batch(log_p)
 
 # tanh: d/dx tanh x = 1 - tanh^2 x
 tanh_p = Primitive("tanh", elementwise=True)
@@ -184,6 +224,7 @@ abstract_eval_rules[tanh_p] = float_unary
 impl_rules[tanh_p] = np.tanh
 vjp_rules[tanh_p] = lambda g, out, x: (g * (1.0 - out * out),)
 jvp_rules[tanh_p] = elementwise_jvp(tanh_p, lambda out, x: 1.0 - out * out)
+batch_rules[tanh_p] = elementwise_batch(tanh_p)
 
 # sin: d/dx sin x = cos x
 sin_p = Primitive("sin", elementwise=True)
@@ -191,6 +232,7 @@ abstract_eval_rules[sin_p] = float_unary
 impl_rules[sin_p] = np.sin
 vjp_rules[sin_p] = lambda g, out, x: (g * bind(cos_p, x),)
 jvp_rules[sin_p] = elementwise_jvp(sin_p, lambda out, x: bind(cos_p, x))
+batch_rules[sin_p] = elementwise_batch(sin_p)
 
 # cos: d/dx cos x = -sin x
 cos_p = Primitive("cos", elementwise=True)
@@ -198,6 +240,7 @@ abstract_eval_rules[cos_p] = float_unary
 impl_rules[cos_p] = np.cos
 vjp_rules[cos_p] = lambda g, out, x: (-g * bind(sin_p, x),)
 jvp_rules[cos_p] = elementwise_jvp(cos_p, lambda out, x: -bind(sin_p, x))
+batch_rules[cos_p] = elementwise_batch(cos_p)
 
 # sqrt: d/dx sqrt x = 1 / (2 sqrt x)
 sqrt_p = Primitive("sqrt", elementwise=True)
@@ -205,6 +248,7 @@ abstract_eval_rules[sqrt_p] = float_unary
 impl_rules[sqrt_p] = np.sqrt
 vjp_rules[sqrt_p] = lambda g, out, x: (g * 0.5 / out,)
 jvp_rules[sqrt_p] = elementwise_jvp(sqrt_p, lambda out, x: 0.5 / out)
+batch_rules[sqrt_p] = elementwise_batch(sqrt_p)
 
 # abs: d/dx |x| = sign x
 abs_p = Primitive("abs", elementwise=True)
@@ -212,16 +256,19 @@ abstract_eval_rules[abs_p] = arithmetic("abs")
 impl_rules[abs_p] = np.abs
 vjp_rules[abs_p] = lambda g, out, x: (g * bind(sign_p, x),)
 jvp_rules[abs_p] = elementwise_jvp(abs_p, lambda out, x: bind(sign_p, x))
+batch_rules[abs_p] = elementwise_batch(abs_p)
 
 # sign: -1, 0 or 1; piecewise constant, so no cotangent flows through it
 sign_p = Primitive("sign", elementwise=True, differentiable=False)
 abstract_eval_rules[sign_p] = arithmetic("sign")
 impl_rules[sign_p] = np.sign
+batch_rules[sign_p] = elementwise_batch(sign_p)
 
 # stop_gradient: x itself, but no cotangent flows back through it
 stop_gradient_p = Primitive("stop_gradient", elementwise=True, differentiable=False)
 abstract_eval_rules[stop_gradient_p] = float_unary
 impl_rules[stop_gradient_p] = lambda x: np.asarray(x, np.float64) if np.ndim(x) else np.float64(x)
+batch_rules[stop_gradient_p] = elementwise_batch(stop_gradient_p)
 
 # -- comparisons and selection -----------------------------------------------------------
 
@@ -231,6 +278,7 @@ def comparison(name: str, ufunc) -> Primitive:
     primitive = Primitive(name, elementwise=True, differentiable=False)
     abstract_eval_rules[primitive] = lambda x, y: Aval(broadcast_shapes(name, x, y), "bool")
     impl_rules[primitive] = ufunc
+    batch_rules[primitive] = elementwise_batch(primitive)
     return primitive
 
 
@@ -257,6 +305,7 @@ def where_jvp(primals, tangents):
 
 
 jvp_rules[where_p] = where_jvp
+batch_rules[where_p] = elementwise_batch(where_p)
 
 # -- reductions and shapes ---------------------------------------------------------------
 
@@ -282,6 +331,7 @@ abstract_eval_rules[reduce_sum_p] = lambda x, axes: Aval(reduced(x, axes).shape,
 impl_rules[reduce_sum_p] = lambda x, axes: np.sum(x, axis=axes)
 vjp_rules[reduce_sum_p] = lambda g, out, x, axes: (broadcast_back(g, x.shape, axes),)
 jvp_rules[reduce_sum_p] = linear_jvp(reduce_sum_p)
+batch_rules[reduce_sum_p] = shifted_batch(reduce_sum_p, lambda size, p: {"axes": tuple(a + 1 for a in p["axes"])})
 
 
 def reduce_max_vjp(g, out, x, axes):
@@ -307,6 +357,7 @@ def reduce_max_jvp(primals, tangents, axes):
 
 
 jvp_rules[reduce_max_p] = reduce_max_jvp
+batch_rules[reduce_max_p] = shifted_batch(reduce_max_p, lambda size, p: {"axes": tuple(a + 1 for a in p["axes"])})
 
 
 def reshape_rule(x: Aval, shape):
@@ -321,6 +372,7 @@ abstract_eval_rules[reshape_p] = reshape_rule
 impl_rules[reshape_p] = lambda x, shape: np.reshape(x, shape)
 vjp_rules[reshape_p] = lambda g, out, x, shape: (bind(reshape_p, g, shape=x.shape),)
 jvp_rules[reshape_p] = linear_jvp(reshape_p)
+batch_rules[reshape_p] = shifted_batch(reshape_p, lambda size, p: {"shape": (size,) + tuple(p["shape"])})
 
 
 def broadcast_to_rule(x: Aval, shape):
@@ -336,6 +388,8 @@ abstract_eval_rules[broadcast_to_p] = broadcast_to_rule
 impl_rules[broadcast_to_p] = lambda x, shape: np.broadcast_to(x, shape).copy()
 vjp_rules[broadcast_to_p] = lambda g, out, x, shape: (g,)
 jvp_rules[broadcast_to_p] = linear_jvp(broadcast_to_p)
+batch_rules[broadcast_to_p] = lambda values, batched, size, shape: (
+    bind(broadcast_to_p, with_batch_rank(values[0], len(shape)), shape=(size,) + tuple(shape)), True)
 
 # transpose: permute axes; the cotangent goes through the inverse permutation
 transpose_p = Primitive("transpose")
@@ -343,6 +397,7 @@ abstract_eval_rules[transpose_p] = lambda x, perm: Aval(tuple(x.shape[i] for i i
 impl_rules[transpose_p] = lambda x, perm: np.transpose(x, perm)
 vjp_rules[transpose_p] = lambda g, out, x, perm: (bind(transpose_p, g, perm=tuple(np.argsort(perm).tolist())),)
 jvp_rules[transpose_p] = linear_jvp(transpose_p)
+batch_rules[transpose_p] = shifted_batch(transpose_p, lambda size, p: {"perm": (0,) + tuple(a + 1 for a in p["perm"])})
 
 
 def matmul_rule(x: Aval, y: Aval) -> Aval:
@@ -362,6 +417,27 @@ jvp_rules[matmul_p] = lambda primals, tangents: (bind(matmul_p, *primals), tange
     + [bind(matmul_p, x, t) for x, t in [(primals[0], tangents[1])] if t is not None],
     (aval_of(primals[0]).shape[0], aval_of(primals[1]).shape[1])))
 
+
+def matmul_batch(values, batched, size):
+    # one operand batched: a single product on the batch folded into rows (or columns); both: the
+    # products' sums as one broadcast multiply and a sum over k (no batched matmul primitive yet)
+    (x, y), (x_batched, y_batched) = values, batched
+    if x_batched and not y_batched:
+        _, n, k = aval_of(x).shape
+        product = bind(matmul_p, bind(reshape_p, x, shape=(size * n, k)), y)
+        return bind(reshape_p, product, shape=(size, n, aval_of(y).shape[1])), True
+    if y_batched and not x_batched:
+        _, k, m = aval_of(y).shape
+        columns = bind(reshape_p, bind(transpose_p, y, perm=(1, 0, 2)), shape=(k, size * m))
+        product = bind(reshape_p, bind(matmul_p, x, columns), shape=(aval_of(x).shape[0], size, m))
+        return bind(transpose_p, product, perm=(1, 0, 2)), True
+    (_, n, k), m = aval_of(x).shape, aval_of(y).shape[2]
+    terms = bind(reshape_p, x, shape=(size, n, k, 1)) * bind(reshape_p, y, shape=(size, 1, k, m))
+    return bind(reduce_sum_p, terms, axes=(2,)), True
+
+
+batch_rules[matmul_p] = matmul_batch
+
 # -- indexing ----------------------------------------------------------------------------
 
 
@@ -380,6 +456,7 @@ abstract_eval_rules[slice_p] = lambda x, index: Aval(sliced_shape(index), x.dtyp
 impl_rules[slice_p] = lambda x, index: x[as_slices(index)]
 vjp_rules[slice_p] = lambda g, out, x, index: (bind(pad_p, g, shape=x.shape, index=index),)
 jvp_rules[slice_p] = linear_jvp(slice_p)
+batch_rules[slice_p] = shifted_batch(slice_p, lambda size, p: {"index": ((0, size, 1),) + tuple(p["index"])})
 
 
 def pad_impl(x, shape, index):
@@ -394,6 +471,8 @@ abstract_eval_rules[pad_p] = lambda x, shape, index: Aval(shape, x.dtype)
 impl_rules[pad_p] = pad_impl
 vjp_rules[pad_p] = lambda g, out, x, shape, index: (bind(slice_p, g, index=index),)
 jvp_rules[pad_p] = linear_jvp(pad_p)
+batch_rules[pad_p] = shifted_batch(pad_p, lambda size, p: {"shape": (size,) + tuple(p["shape"]),
+                                                            "index": ((0, size, 1),) + tuple(p["index"])})
 
 
 def gather_rule(x: Aval, *indices: Aval) -> Aval:
@@ -413,6 +492,37 @@ vjp_rules[gather_p] = lambda g, out, x, *indices: ((bind(scatter_add_p, g, *indi
 jvp_rules[gather_p] = linear_jvp(gather_p)
 
 
+def batched_indices(values, batched, size) -> tuple[list, int]:
+    """Each index array as (size * N,), every example's indices after the previous example's, and N."""
+    n = next(aval_of(i).shape[-1] for i in values)
+    return [bind(reshape_p, i if b else bind(broadcast_to_p, i, shape=(size, n)), shape=(size * n,))
+            for i, b in zip(values, batched)], n
+
+
+def example_index(size: int, n: int):
+    """For (size * N,) flattened indices: the example each belongs to (0 0 0 1 1 1 ...), as an index array."""
+    return bind(reshape_p, bind(broadcast_to_p, np.arange(size).reshape(size, 1), shape=(size, n)), shape=(size * n,))
+
+
+def gather_batch(values, batched, size):
+    # the batch axis is one more leading axis to index when x is batched; the indices of every
+    # example are read in one gather
+    (x, *indices), (x_batched, *indices_batched) = values, batched
+    if x_batched and not any(indices_batched):
+        n = aval_of(indices[0]).shape[0]
+        flat = [example_index(size, n)] + [bind(reshape_p, bind(broadcast_to_p, i, shape=(size, n)), shape=(size * n,))
+                                           for i in indices]
+    else:
+        flat, n = batched_indices(indices, indices_batched, size)
+        if x_batched:
+            flat = [example_index(size, n)] + flat
+    out = bind(gather_p, x, *flat)
+    return bind(reshape_p, out, shape=(size, n) + aval_of(out).shape[1:]), True
+
+
+batch_rules[gather_p] = gather_batch
+
+
 def scatter_add_impl(x, *indices, shape):
     out = np.zeros(shape, x.dtype)
     np.add.at(out, tuple(indices), x)
@@ -425,3 +535,20 @@ abstract_eval_rules[scatter_add_p] = lambda x, *indices, shape: Aval(shape, x.dt
 impl_rules[scatter_add_p] = scatter_add_impl
 vjp_rules[scatter_add_p] = lambda g, out, x, *indices, shape: (bind(gather_p, g, *indices),) + (None,) * len(indices)
 jvp_rules[scatter_add_p] = linear_jvp(scatter_add_p)
+
+
+def scatter_add_batch(values, batched, size, shape):
+    # every example's rows added into its own slice of one (size, *shape) array
+    (x, *indices), (x_batched, *indices_batched) = values, batched
+    if any(indices_batched):
+        flat, n = batched_indices(indices, indices_batched, size)
+    else:
+        n = aval_of(indices[0]).shape[0]
+        flat = [bind(reshape_p, bind(broadcast_to_p, i, shape=(size, n)), shape=(size * n,)) for i in indices]
+    rows = aval_of(x).shape[1:] if x_batched else aval_of(x).shape
+    x = x if x_batched else bind(broadcast_to_p, x, shape=(size,) + rows)
+    x = bind(reshape_p, x, shape=(size * n,) + tuple(rows[1:]))
+    return bind(scatter_add_p, x, example_index(size, n), *flat, shape=(size,) + tuple(shape)), True
+
+
+batch_rules[scatter_add_p] = scatter_add_batch
