@@ -157,29 +157,33 @@ jvp_rules[div_p] = elementwise_jvp(div_p, lambda out, x, y: 1.0 / y, lambda out,
 batch_rules[div_p] = elementwise_batch(div_p)
 
 
-def pow_partial_x(out, x, y):
-    return y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
+def pow_terms(gx, gy, out, x, y) -> tuple:
+    """gx * d/dx and gy * d/dy of x ** y (None where the factor is None): the cotangents of a VJP,
+    or the terms of a JVP's tangent.
+
+    d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
+    x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
+    gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. For a
+    literal exponent the compare and the where are folded while tracing, so the adjoint of
+    `x ** 2.5` is two ops (pow, mul); the cotangent of an operand that needs none is dead code.
+    """
+    x_term = None if gx is None else gx * y * x ** (bind(where_p, bind(eq_p, y, 0.0), 1.0, y) - 1.0)
+    y_term = None if gy is None else gy * bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
+    return x_term, y_term
 
 
-def pow_partial_y(out, x, y):
-    return bind(log_p, bind(where_p, bind(eq_p, x, 0.0), 1.0, x)) * out
-
-
-def pow_vjp(g, out, x, y):
-    # d/dx = y x^(y-1), and 0 where y == 0 (x^0 is constant): the exponent is taken as 0 there, so
-    # x^-1 = inf at x = 0 never meets the factor y = 0 (JAX does this for integer exponents only, and
-    # gives nan for 0.0 ** 0.0). d/dy = log(x) x^y with log(1) = 0 where x == 0, as in JAX. For a
-    # literal exponent the compare and the where are folded while tracing, so the adjoint of
-    # `x ** 2.5` is two ops (pow, mul); the cotangent of an operand that needs none is dead code
-    return g * pow_partial_x(out, x, y), g * pow_partial_y(out, x, y)
+def pow_jvp(primals, tangents):
+    out = bind(pow_p, *primals)
+    terms = [term for term in pow_terms(*tangents, out, *primals) if term is not None]
+    return out, tangent_sum(terms, aval_of(out).shape)
 
 
 # pow: x ** y; d/dx = y x^(y-1) (0 where y == 0), d/dy = log(x) x^y (0 where x == 0)
 pow_p = Primitive("pow", elementwise=True, neutral=Neutral(1.0, (1,)))
 abstract_eval_rules[pow_p] = float_binary("pow")
 impl_rules[pow_p] = np.power
-vjp_rules[pow_p] = pow_vjp
-jvp_rules[pow_p] = elementwise_jvp(pow_p, pow_partial_x, pow_partial_y)
+vjp_rules[pow_p] = lambda g, out, x, y: pow_terms(g, g, out, x, y)
+jvp_rules[pow_p] = pow_jvp
 batch_rules[pow_p] = elementwise_batch(pow_p)
 
 # maximum: ties split the cotangent evenly, as in JAX
