@@ -1,6 +1,6 @@
-"""Jacobians and Hessians: a column per input element by forward mode, a row per output element by
-reverse mode, each as a `scan` over the basis vectors, so the program holds one copy of the JVP
-(or the pullback) whatever the size, and the compiled code is a loop.
+"""Jacobians and Hessians: every column by forward mode or every row by reverse mode at once, as
+`vmap` of the JVP (or the pullback) over the basis vectors, as JAX does: the program holds one
+copy of the JVP or pullback, on a batch as wide as the input (or output).
 
 `tg.jacfwd(f)(x)` runs the JVP once per element of `x`; `tg.jacrev(f)(x)` runs `f` once and its
 pullback once per element of `f(x)`: forward mode for wide functions (few inputs), reverse mode
@@ -15,18 +15,19 @@ import numpy as np
 
 from . import ad, errors, forward
 from .api import Transformed, generated_name, jit_transform, normalize_argnums, transformed
-from .control_flow import scan
+from .batching import batch
 from .core import aval_of, bind
-from .primitives import eq_p, reshape_p, transpose_p, where_p
+from .primitives import broadcast_to_p, eq_p, reshape_p, transpose_p, where_p
 from .source_info import user_source, where_text
 from .tree import tree_flatten, tree_unflatten
 
 
-def basis_vector(index, shape: tuple[int, ...]):
-    """The float array of `shape` that is 1 at flat position `index` (a traced int) and 0 elsewhere."""
-    positions = np.arange(math.prod(shape))
-    flat = bind(where_p, bind(eq_p, positions, index), 1.0, 0.0)
-    return bind(reshape_p, flat, shape=shape) if shape != flat.shape else flat
+def basis(shape: tuple[int, ...]):
+    """The standard basis of arrays of `shape`, stacked: (size, *shape), made by the program (an
+    equality of two index ranges), not stored in it."""
+    size = math.prod(shape)
+    identity = bind(where_p, bind(eq_p, np.arange(size).reshape(size, 1), np.arange(size).reshape(1, size)), 1.0, 0.0)
+    return bind(reshape_p, identity, shape=(size,) + shape)
 
 
 def element_axes_last(stacked, out_shape: tuple[int, ...], in_shape: tuple[int, ...]):
@@ -91,44 +92,51 @@ def jacobian_transformation(kind: str, fun: Callable, argnums, has_aux: bool) ->
 
 
 def jacobian_by_columns(flat_fun: Callable, in_leaves: list, found: dict) -> tuple[dict, list]:
-    """Forward mode: for each input leaf, a scan over its elements, each a JVP along a basis vector."""
+    """Forward mode: for each input leaf, the JVPs along all its basis vectors, as one batch."""
     results = flat_fun(*in_leaves)  # the output's shapes and the aux, computed once
     out_leaves, state = results[:found["outputs"]], dict(found)
     blocks = {}
     for j, leaf in enumerate(in_leaves):
         shape = aval_of(leaf).shape
 
-        def column(carry, index, j=j, shape=shape):
+        def column(tangent, j=j):
             tangents = [None] * len(in_leaves)
-            tangents[j] = basis_vector(index, shape)
-            return carry, forward.jvp(flat_fun, list(in_leaves), tangents)[1][:len(out_leaves)]
+            tangents[j] = tangent
+            return forward.jvp(flat_fun, list(in_leaves), tangents)[1][:len(out_leaves)]
 
-        _, stacked = scan(column, None, np.arange(math.prod(shape)))
+        stacked, batched = batch(column, [basis(shape)], [True], math.prod(shape))
         for k, out in enumerate(out_leaves):
-            blocks[(k, j)] = element_axes_last(stacked[k], aval_of(out).shape, shape)
-    found.update(state)  # the trees of the call outside the loops
+            blocks[(k, j)] = element_axes_last(repeated(stacked[k], batched[k], math.prod(shape)),
+                                               aval_of(out).shape, shape)
+    found.update(state)  # the trees of the call outside the batch
     return blocks, results
 
 
 def jacobian_by_rows(flat_fun: Callable, in_leaves: list, found: dict) -> tuple[dict, list]:
-    """Reverse mode: the function once, then for each output leaf a scan over its elements, each the
-    pullback of a basis vector."""
+    """Reverse mode: the function once, then for each output leaf the pullbacks of all its basis
+    vectors, as one batch."""
     results, pullback = ad.vjp(flat_fun, list(in_leaves), list(range(len(in_leaves))))
     out_leaves = results[:found["outputs"]]
     blocks = {}
     for k, out in enumerate(out_leaves):
         out_shape = aval_of(out).shape
 
-        def row(carry, index, k=k, out_shape=out_shape):
+        def row(cotangent, k=k):
             cotangents = [None] * len(results)
-            cotangents[k] = basis_vector(index, out_shape)
-            return carry, pullback(cotangents)
+            cotangents[k] = cotangent
+            return pullback(cotangents)
 
-        _, stacked = scan(row, None, np.arange(math.prod(out_shape)))
+        stacked, batched = batch(row, [basis(out_shape)], [True], math.prod(out_shape))
         for j, leaf in enumerate(in_leaves):
             in_shape = aval_of(leaf).shape
-            blocks[(k, j)] = bind(reshape_p, stacked[j], shape=out_shape + in_shape)
+            rows = repeated(stacked[j], batched[j], math.prod(out_shape))
+            blocks[(k, j)] = bind(reshape_p, rows, shape=out_shape + in_shape)
     return blocks, results
+
+
+def repeated(value, batched: bool, size: int):
+    """A batch's output: as it is, or (when the same for every basis vector, a zero) repeated."""
+    return value if batched else bind(broadcast_to_p, value, shape=(size,) + aval_of(value).shape)
 
 
 def jacfwd(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .core import abstract_eval_rules, impl_rules
 from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Program, Var
-from .primitives import div_p, mul_p, pow_p, stop_gradient_p
+from .primitives import broadcast_to_p, div_p, mul_p, pow_p, reshape_p, stop_gradient_p, transpose_p
 
 PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
 
@@ -140,8 +140,19 @@ def without_stop_gradient(rewriter: Rewriter, op: Op, inputs) -> bool:
     return True
 
 
+def without_same_shape(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """A reshape, broadcast or transpose that leaves its operand as it is (vmap's batch of one
+    example, a Jacobian's square reshape) is its operand."""
+    x = inputs[0]
+    if x.aval != op.out.aval or (op.primitive is transpose_p and op.param["perm"] != tuple(range(x.aval.ndim))):
+        return False
+    rewriter.replaced[op.out] = x
+    return True
+
+
 # rewrites of single ops, keyed by primitive: each returns whether it replaced the op
-REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient}
+REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient, reshape_p: without_same_shape,
+            broadcast_to_p: without_same_shape, transpose_p: without_same_shape}
 
 
 def eliminate_common_subexpressions(closed: ClosedProgram) -> ClosedProgram:
