@@ -78,7 +78,8 @@ ROWS = [
 ]
 
 
-LOOPS = {"scan", "while", "cond"}  # tests/test_loops.py checks each against the Python loop it replaces
+# tests/test_loops.py checks the loops against the Python loops they replace; tests/test_custom.py the custom rules
+LOOPS = {"scan", "while", "cond", "custom_vjp_call"}
 
 
 def test_every_primitive_has_a_row():

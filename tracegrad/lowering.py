@@ -30,6 +30,7 @@ import attrs
 import numpy as np
 
 from .control_flow import cond_p, scan_p, while_p
+from .custom import custom_vjp_call_p
 from .ir import Op, Primitive
 from .primitives import (abs_p, add_p, broadcast_to_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p, log_p,
                          lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, pad_p, pow_p, reduce_max_p,
@@ -389,6 +390,15 @@ def carry_result(op: Op, result) -> bool:
     return result in op.outs[:op.param["num_carry"]]
 
 
+def emit_call(writer, op: Op) -> list[str]:
+    """A call of a sub-program (a custom_vjp function's): its statements inline, its results assigned."""
+    body = op.param["body"]
+    lines = bind_values(writer, body.inputs, op.inputs)
+    lines += writer.sub_program_lines(body)
+    return lines + bind_values(writer, op.outs, body.outputs)
+
+
+rules[custom_vjp_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)  # it may return an argument
 rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=carry_result)
 rules[while_p] = Lowering(emit_while, control_flow=emit_while, view=True)
 rules[cond_p] = Lowering(emit_cond, control_flow=emit_cond, view=True)  # a branch may return an operand

@@ -1,0 +1,68 @@
+"""tg.custom_vjp: the user's rule in reverse mode, the function itself everywhere else."""
+import numpy as np
+import pytest
+
+import tracegrad as tg
+import tracegrad.numpy as tnp
+
+
+@tg.custom_vjp
+def log1pexp(x):
+    return tnp.log(1.0 + tnp.exp(x))
+
+
+def log1pexp_fwd(x):
+    return log1pexp(x), x
+
+
+def log1pexp_bwd(x, g):
+    return (g * (1.0 - 1.0 / (1.0 + tnp.exp(x))),)  # finite where the function's own adjoint is inf / inf
+
+
+log1pexp.defvjp(log1pexp_fwd, log1pexp_bwd)
+
+
+@tg.custom_vjp
+def clip_gradient(lo, hi, x):
+    return x * 1.0
+
+
+clip_gradient.defvjp(lambda lo, hi, x: (x * 1.0, (lo, hi)),
+                     lambda bounds, g: (0.0, 0.0, tnp.minimum(tnp.maximum(g, bounds[0]), bounds[1])))
+
+
+def test_reverse_mode_uses_the_rule(backend):
+    x = np.array([0.0, 3.0, 1000.0])
+    grads = tg.grad(lambda x: tnp.sum(log1pexp(x)))(x)
+    np.testing.assert_allclose(grads, [0.5, 1 / (1 + np.exp(-3.0)), 1.0], rtol=1e-15)
+    plain = tg.grad(lambda x: tnp.sum(tnp.log(1.0 + tnp.exp(x))))(x)
+    assert np.isnan(plain[2])  # what the rule is for
+    np.testing.assert_array_equal(tg.grad(lambda x: tnp.sum(clip_gradient(-1.0, 1.0, x) * 5.0))(x), [1.0] * 3)
+    value, grads = tg.value_and_grad(lambda x: tnp.sum(log1pexp(x)))(np.array([0.0, 1.0]))
+    assert value == pytest.approx(np.log(2.0) + np.log(1 + np.e), rel=1e-15)
+
+
+def test_other_transformations_read_the_function(backend):
+    x = np.array([0.0, 1.0])
+    np.testing.assert_allclose(tg.jit(lambda x: log1pexp(x))(x), np.log1p(np.exp(x)), rtol=1e-15)
+    assert tg.jvp(log1pexp, (0.3,), (2.0,))[1] == pytest.approx(2.0 / (1.0 + np.exp(-0.3)), rel=1e-14)
+    np.testing.assert_allclose(tg.vmap(log1pexp)(x), np.log1p(np.exp(x)), rtol=1e-15)
+    np.testing.assert_allclose(tg.vmap(tg.grad(log1pexp))(np.array([0.0, 1000.0])), [0.5, 1.0], rtol=1e-15)
+    assert "custom_vjp_call[" in str(tg.make_ir(log1pexp)(0.3))
+
+
+def test_grad_of_grad_differentiates_the_rule(backend):
+    second = tg.grad(tg.grad(log1pexp))(0.3)
+    assert second == pytest.approx(np.exp(0.3) / (1 + np.exp(0.3)) ** 2, rel=1e-13)
+
+
+def test_a_rule_of_the_wrong_shape_is_refused_clearly():
+    @tg.custom_vjp
+    def f(x, y):
+        return x * y
+
+    with pytest.raises(TypeError, match="without its rule"):
+        f(1.0, 2.0)
+    f.defvjp(lambda x, y: (x * y, None), lambda res, g: (g,))
+    with pytest.raises(TypeError, match="one cotangent per argument"):
+        tg.grad(f)(1.0, 2.0)

@@ -1,0 +1,115 @@
+"""Custom derivative rules: `tg.custom_vjp`, with JAX's signature.
+
+    @tg.custom_vjp
+    def f(x, y): ...                      # the function, for values
+    def f_fwd(x, y): return f(x, y), residuals
+    def f_bwd(residuals, g): return (cotangent of x, cotangent of y)
+    f.defvjp(f_fwd, f_bwd)
+
+A call of `f` is one `custom_vjp_call` op holding `f`'s program (traced once per signature,
+closed over like a loop's body) and the rule. Every interpreter but reverse mode reads the
+program (evaluation, staging, forward mode, vmap; the code generator writes its statements
+inline); reverse mode calls `f_fwd` instead, keeps its residuals, and runs `f_bwd` backwards,
+both in the interpreters below it, so `grad` of `grad` differentiates them in turn.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from .ad import evaluated_outputs, zeros
+from .batching import batch
+from .control_flow import closed_program, depends_on, jvp_of_program
+from .core import abstract_eval_rules, aval_of, batch_rules, bind, forward_vjp_rules, impl_rules, jvp_rules
+from .errors import TreeStructureError
+from .ir import ClosedProgram, Primitive, Program
+from .source_info import user_source, where_text
+from .tree import TreeDef, tree_flatten, tree_unflatten
+
+custom_vjp_call_p = Primitive("custom_vjp_call", multiple_results=True)
+
+
+class custom_vjp:
+    """A function whose reverse-mode derivative is given by `defvjp(fwd, bwd)` (see the module)."""
+
+    def __init__(self, fun: Callable):
+        self.fun = fun
+        self.fwd: Callable | None = None
+        self.bwd: Callable | None = None
+        functools.update_wrapper(self, fun)
+
+    def defvjp(self, fwd: Callable, bwd: Callable) -> None:
+        """`fwd(*args) -> (output, residuals)` and `bwd(residuals, output cotangent) -> one cotangent per argument`."""
+        self.fwd, self.bwd = fwd, bwd
+
+    def __repr__(self) -> str:
+        return getattr(self.fun, "__name__", "custom_vjp")
+
+    def __call__(self, *args):
+        if self.fwd is None:
+            raise TypeError(f"{self!r} is a tg.custom_vjp function without its rule: call {self!r}.defvjp(fwd, bwd) "
+                            f"before calling it (at {where_text(user_source())})")
+        leaves, in_tree = tree_flatten(args)
+        found = {}
+
+        def flat_fun(*values):
+            out_leaves, found["tree"] = tree_flatten(self.fun(*tree_unflatten(in_tree, values)))
+            return out_leaves
+
+        program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
+        outs = bind(custom_vjp_call_p, *consts, *leaves, body=program, num_consts=len(consts), rule=self,
+                    in_tree=in_tree, out_tree=found["tree"])
+        return tree_unflatten(found["tree"], outs)
+
+
+def body_outputs(args, body: Program):
+    return evaluated_outputs(ClosedProgram(body, ()), list(args))
+
+
+def custom_vjp_forward(primals, differentiated, *, body: Program, num_consts: int, rule: custom_vjp, in_tree: TreeDef,
+                       out_tree: TreeDef):
+    """Reverse mode: the user's fwd for the output and residuals, their bwd for the cotangents."""
+    args = tree_unflatten(in_tree, primals[num_consts:])
+    result = rule.fwd(*args)
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"{rule!r}'s fwd must return a pair (output, residuals) (at {where_text(user_source())})")
+    out, residuals = result
+    out_leaves, fwd_tree = tree_flatten(out)
+    if fwd_tree != out_tree:
+        raise TreeStructureError(f"{rule!r}'s fwd returns an output of structure {fwd_tree}, the function "
+                                 f"{out_tree} (at {where_text(user_source())})")
+
+    def pullback(cotangents):
+        given = [g if g is not None else zeros(aval_of(out)) for g, out in zip(cotangents, out_leaves)]
+        input_cotangents = rule.bwd(residuals, tree_unflatten(out_tree, given))
+        if not isinstance(input_cotangents, tuple) or len(input_cotangents) != len(args):
+            raise TypeError(f"{rule!r}'s bwd must return a tuple with one cotangent per argument ({len(args)}) "
+                            f"(at {where_text(user_source())})")
+        leaves, tree = tree_flatten(input_cotangents)
+        if tree != in_tree:
+            raise TreeStructureError(f"{rule!r}'s bwd returns cotangents of structure {tree} for arguments "
+                                     f"{in_tree} (at {where_text(user_source())})")
+        return [None] * num_consts + leaves
+
+    return out_leaves, pullback
+
+
+def custom_vjp_jvp(primals, tangents, *, body: Program, num_consts: int, **params):
+    """Forward mode differentiates the function itself (the rule is for reverse mode)."""
+    flags = [t is not None and aval_of(p).dtype == "f64" for p, t in zip(primals, tangents)]
+    outs = jvp_of_program(body, flags)(*primals, *[t for t, f in zip(tangents, flags) if f])
+    found = iter(outs[len(body.outputs):])
+    return outs[:len(body.outputs)], [next(found) if reached else None for reached in depends_on(body, flags)]
+
+
+def custom_vjp_batch(values, batched, size, *, body: Program, num_consts: int, **params):
+    """vmap runs the function's program on the batch (its reverse-mode rule is not batched)."""
+    outs, out_batched = batch(lambda *args: body_outputs(args, body), list(values), list(batched), size)
+    return outs, out_batched
+
+
+abstract_eval_rules[custom_vjp_call_p] = lambda *avals, body, **params: tuple(x.aval for x in body.outputs)
+impl_rules[custom_vjp_call_p] = lambda *args, body, **params: body_outputs(args, body)
+forward_vjp_rules[custom_vjp_call_p] = custom_vjp_forward
+jvp_rules[custom_vjp_call_p] = custom_vjp_jvp
+batch_rules[custom_vjp_call_p] = custom_vjp_batch
