@@ -70,12 +70,13 @@ def leaf_key(leaf):
 
 
 def prepare_leaf(leaf):
-    """A leaf as the compiled code takes it: Python float for scalars, float64/int64/bool arrays."""
+    """A leaf as the compiled code takes it: Python float for scalars, float64/int64/bool arrays, and
+    a 0-d array as the Python number it holds (numba's array functions take no 0-d arrays)."""
     kind = type(leaf)
     if kind is float:
         return leaf
     if kind is np.ndarray:
-        return as_traceable_array(leaf)
+        return as_traceable_array(leaf) if leaf.ndim else as_traceable_array(leaf).item()
     if kind is bool or kind is np.bool_:
         return bool(leaf)
     return float(leaf)
@@ -86,7 +87,7 @@ COMPILED_DTYPES = frozenset({np.dtype(np.float64), np.dtype(np.int64), np.dtype(
 
 def needs_preparing(leaf) -> bool:
     if type(leaf) is np.ndarray:
-        return leaf.dtype not in COMPILED_DTYPES
+        return leaf.dtype not in COMPILED_DTYPES or leaf.ndim == 0
     return type(leaf) is not float
 
 
@@ -248,9 +249,25 @@ FlatFunction = Callable[..., FlatResult]  # (*leaves) -> FlatResult, in the curr
 
 
 def interpreted_leaves(leaves: list) -> list:
-    """The leaves a transformation run inside another one takes: tracers as they are, other values as
-    compiled code would take them (a Python int is a float)."""
-    return [leaf if isinstance(leaf, Tracer) else prepare_leaf(leaf) for leaf in map(checked_leaf, leaves)]
+    """The leaves a transformation run inside another one takes: tracers as they are, Python and
+    NumPy ints as Python ints (a static `n` of an enclosing jit stays a number `range(n)` can
+    take, as in JAX), other values as compiled code would take them. A transformation that
+    differentiates an int leaf makes it a float itself (`as_differentiable`)."""
+    return [leaf if isinstance(leaf, Tracer) else int(leaf) if is_int(leaf) else prepare_leaf(leaf)
+            for leaf in map(checked_leaf, leaves)]
+
+
+def is_int(leaf) -> bool:
+    return isinstance(leaf, (int, np.integer)) and not isinstance(leaf, (bool, np.bool_))
+
+
+def as_differentiable(leaves, wrt: list[int]) -> list:
+    """The leaves with each differentiated Python int made a float (at the top level they are floats already)."""
+    leaves = list(leaves)
+    for i in wrt:
+        if type(leaves[i]) is int:
+            leaves[i] = float(leaves[i])
+    return leaves
 
 
 def checked_leaf(leaf):
@@ -607,6 +624,7 @@ def gradient_transformation(fun, argnums, has_aux: bool, with_value: bool, setti
         flat = Flattened(fun, (), signature)
 
         def run(*leaves) -> FlatResult:
+            leaves = as_differentiable(leaves, wrt)
             function = flat
             if settings.reroll_loops and all(isinstance(leaf, Tracer) for leaf in leaves):
                 # staged: `fun` becomes a program first, whose unrolled Python loops are rolled back
@@ -850,7 +868,7 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     cotangent_tree = tuple_tree(*signature.treedefs)
     flat = Flattened(fun, (), signature)
     if tracing():
-        outputs, flat_pullback = ad.vjp(flat, interpreted_leaves(signature.leaves), wrt)
+        outputs, flat_pullback = ad.vjp(flat, as_differentiable(interpreted_leaves(signature.leaves), wrt), wrt)
     else:
         outputs, flat_pullback = compiled_vjp(flat, signature, wrt)
     out_tree = flat.tree

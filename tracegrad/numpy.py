@@ -219,6 +219,19 @@ def is_index_array(item) -> bool:
 def getitem(x, index):
     """x[index] for integers, slices, None, Ellipsis, and integer arrays on the leading axes."""
     index = index if isinstance(index, tuple) else (index,)
+    traced = [item for item in index if isinstance(item, Tracer) and item.ndim == 0]
+    if traced:  # x[i] with a traced integer: a gather of one row
+        if builtins.any(item.aval.dtype != "i64" for item in traced):
+            raise IndexingError(
+                f"an index must be an integer, not a traced {traced[0].aval} (at {where_text(user_source())}); "
+                "a Python int argument of a transformed function is traced as a float: pass the index as "
+                "np.array(i) (an int64 value) or as a static argument (static_argnums)")
+        if not builtins.all(isinstance(item, Tracer) and item.ndim == 0 for item in index[:len(traced)]):
+            raise IndexingError(f"tracegrad indexes with traced integers on the leading axes only "
+                                f"(at {where_text(user_source())})")
+        rows = gather(x, tuple(reshape(item, (1,)) for item in index[:len(traced)]))
+        return getitem(reshape(rows, shape(rows)[1:]), index[len(traced):]) if index[len(traced):] else reshape(
+            rows, shape(rows)[1:])
     if builtins.any(is_index_array(item) for item in index):
         return gather(x, index)
     return basic_index(x, index)
@@ -226,10 +239,11 @@ def getitem(x, index):
 
 def expand_ellipsis(index: tuple, rank: int) -> tuple:
     used = builtins.sum(1 for item in index if item is not None and item is not Ellipsis)
-    if index.count(Ellipsis) > 1:
+    ellipses = [at for at, item in enumerate(index) if item is Ellipsis]  # `is`: a traced item compares as an op
+    if len(ellipses) > 1:
         raise IndexingError(f"an index can only have a single ellipsis ('...') (at {where_text(user_source())})")
-    if Ellipsis in index:
-        at = index.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         return index[:at] + (slice(None),) * (rank - used) + index[at + 1:]
     return index + (slice(None),) * (rank - used)
 
