@@ -19,9 +19,9 @@ from .graph import draw, to_dot
 from .jacobian import hessian, jacfwd, jacobian, jacrev
 from .ir import Program
 from .numpy import stop_gradient
-from .tree import tree_flatten, tree_leaves, tree_map, tree_unflatten
+from .tree import register_pytree_node, tree_flatten, tree_leaves, tree_map, tree_unflatten
 from .version import __version__
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "vmap", "jacfwd", "jacrev", "jacobian", "hessian", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop",
            "while_loop", "cond", "switch", "custom_vjp", "cache_info", "wait_for_compiles", "config", "to_dot", "draw",
-           "tree_flatten", "tree_unflatten", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]
+           "tree_flatten", "tree_unflatten", "register_pytree_node", "tree_map", "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]

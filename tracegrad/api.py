@@ -633,11 +633,12 @@ def gradient_transformation(fun, argnums, has_aux: bool, with_value: bool, setti
                 function = lambda *values: ad.evaluated_outputs(closed, values)
             outputs, pullback = ad.vjp(function, list(leaves), wrt)
             value_tree, aux_tree = value_and_aux_trees(fun, flat.tree, has_aux)
-            if value_tree.structure is not LEAF or aval_of(outputs[0]) != Aval(()):
+            if value_tree.structure is not LEAF or aval_of(outputs[0]).size != 1 or aval_of(outputs[0]).dtype != "f64":
                 shown = aval_of(outputs[0]) if value_tree.structure is LEAF else value_tree
                 raise NonScalarOutputError(
-                    f"grad requires {function_text(fun)} to return a float scalar, it returned {shown} "
-                    f"(called at {where_text(user_source())}); for a vector output, sum it or use tg.vjp")
+                    f"grad requires {function_text(fun)} to return a float scalar (or an array of one "
+                    f"element), it returned {shown} (called at {where_text(user_source())}); for a vector "
+                    "output, sum it or use tg.vjp")
             grads = pullback([1.0] + [None] * (len(outputs) - 1))
             n_aux = aux_tree.num_leaves
             if with_value:

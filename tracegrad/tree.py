@@ -1,6 +1,14 @@
-"""Pytrees: nested tuples, lists, dicts and None over leaves (floats, ints, arrays)."""
+"""Pytrees: nested tuples, lists, dicts, None, dataclasses, attrs classes and registered classes
+over leaves (floats, ints, arrays).
+
+`register_pytree_node(cls, flatten, unflatten)` teaches tracegrad a class, as in JAX:
+`flatten(obj) -> (children, aux)` and `unflatten(aux, children) -> obj`, where `aux` (hashable)
+is what is not a child. Dataclasses and attrs classes need no registration: their fields are
+their children, in order.
+"""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import attrs
@@ -43,6 +51,37 @@ def dict_keys(node: dict) -> tuple:
         return tuple(node)
 
 
+@attrs.frozen
+class NodeType:
+    """How a registered class (or a dataclass, an attrs class) splits into children and rebuilds."""
+
+    flatten: Callable[[Any], tuple]  # obj -> (children, aux)
+    unflatten: Callable[[Any, list], Any]  # (aux, children) -> obj
+
+
+registered: dict[type, NodeType] = {}
+
+
+def register_pytree_node(cls: type, flatten: Callable[[Any], tuple], unflatten: Callable[[Any, list], Any]) -> None:
+    """Make instances of `cls` pytree nodes: `flatten(obj) -> (children, aux)` (aux hashable, the
+    rest of the object), `unflatten(aux, children) -> obj`, as `jax.tree_util.register_pytree_node`."""
+    registered[cls] = NodeType(flatten, unflatten)
+
+
+def node_type(kind: type) -> NodeType | None:
+    """The registered NodeType of `kind`, or one made for a dataclass or an attrs class (its fields)."""
+    found = registered.get(kind)
+    if found is None and (dataclasses.is_dataclass(kind) or attrs.has(kind)):
+        if dataclasses.is_dataclass(kind):
+            names = arguments = tuple(f.name for f in dataclasses.fields(kind))
+        else:  # an attrs field `_x` is the argument `x`
+            names = tuple(f.name for f in attrs.fields(kind))
+            arguments = tuple(getattr(f, "alias", None) or f.name.lstrip("_") for f in attrs.fields(kind))
+        found = registered[kind] = NodeType(lambda obj: ([getattr(obj, name) for name in names], None),
+                                            lambda aux, children: kind(**dict(zip(arguments, children))))
+    return found
+
+
 def flatten_into(node, leaves: list, describe_leaf: Callable = lambda leaf: LEAF):
     """Append the leaves of `node` to `leaves`; return its structure, each leaf marked by `describe_leaf`."""
     kind = type(node)
@@ -56,8 +95,15 @@ def flatten_into(node, leaves: list, describe_leaf: Callable = lambda leaf: LEAF
         return kind, keys, tuple([flatten_into(node[k], leaves, describe_leaf) for k in keys])
     if node is None:
         return kind, None, ()
+    custom = node_type(kind) if kind not in LEAF_TYPES else None
+    if custom is not None:
+        children, aux = custom.flatten(node)
+        return kind, ("node", aux), tuple([flatten_into(child, leaves, describe_leaf) for child in children])
     leaves.append(node)
     return describe_leaf(node)
+
+
+LEAF_TYPES = frozenset({int, bool, np.float64, np.int64, np.bool_})
 
 
 def tree_flatten(tree) -> tuple[list, TreeDef]:
@@ -78,6 +124,8 @@ def build(structure, leaves):
         return dict(zip(keys, values))
     if kind is tuple or kind is list:
         return kind(values)
+    if keys is not None:  # ("node", aux): a registered class, a dataclass or an attrs class
+        return node_type(kind).unflatten(keys[1], values)
     return kind(*values)  # a namedtuple
 
 
