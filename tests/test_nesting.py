@@ -26,3 +26,22 @@ def test_indexing_with_a_traced_integer(backend):
         tg.jit(lambda x, i: x[i])(x, np.array(7))
     with pytest.raises(tg.errors.IndexingError, match="np.array"):  # a Python int argument is traced as a float
         tg.jit(lambda x, i: x[i])(x, 3)
+
+
+def test_keyword_arguments_and_static_argnames(backend):
+    def f(x, scale=2.0, n=3):
+        for _ in range(n):
+            x = tnp.sin(x) * scale
+        return x
+
+    assert tg.jit(f, static_argnames="n")(0.5, n=2) == pytest.approx(f(0.5, n=2), rel=1e-15)
+    assert tg.jit(f, static_argnames=("n",))(0.5, scale=1.0, n=1) == pytest.approx(np.sin(0.5), rel=1e-15)
+    assert tg.grad(f)(0.5, scale=1.5) == pytest.approx(tg.grad(lambda x: f(x, 1.5))(0.5), rel=1e-15)
+    with pytest.raises(ValueError, match="not parameters"):
+        tg.jit(f, static_argnames="m")
+
+    def keyword_only(x, *, k):
+        return x * k
+
+    with pytest.raises(TypeError, match="keyword-only"):
+        tg.jit(keyword_only)(1.0, k=2.0)

@@ -11,6 +11,7 @@ join the enclosing trace: nothing is compiled or inlined.
 from __future__ import annotations
 
 import collections
+import inspect
 import re
 import threading
 import weakref
@@ -525,7 +526,9 @@ class Transformed:
             pass
         return entry
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            args = self.positional(args, kwargs)
         if core.transforming and tracing():  # inside another transformation (the first test is the cheap one)
             return self.interpret(args)
         result = self.fast_call(args)
@@ -540,8 +543,29 @@ class Transformed:
             self.fast_call, self.fast_key = fast_call, key
         return result
 
-    def lower(self, *args) -> Lowered:
+    def positional(self, args: tuple, kwargs: dict) -> tuple:
+        """Keyword arguments in their parameters' positions (the signature is `fun`'s); a parameter
+        skipped before one given by keyword takes its default, as an argument like the others."""
+        try:
+            signature = inspect.signature(self.fun)
+            bound = signature.bind(*args, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{function_text(self.fun)}: {error} (at {where_text(user_source())})") from None
+        if bound.kwargs:  # a keyword-only parameter, or one after a skipped default: fill the defaults in
+            names = list(signature.parameters)
+            last = max(names.index(name) for name in kwargs)
+            bound.apply_defaults()
+            if bound.kwargs or len(bound.args) <= last:
+                raise TypeError(f"{function_text(self.fun)} takes {sorted(bound.kwargs)} as keyword-only "
+                                "arguments, which tracegrad's transformations cannot pass yet; give them a position "
+                                f"or close over them (at {where_text(user_source())})")
+            return bound.args[:last + 1]
+        return bound.args
+
+    def lower(self, *args, **kwargs) -> Lowered:
         """The traced program (`.ir`) and generated `.source` for these arguments; callable like the function."""
+        if kwargs:
+            args = self.positional(args, kwargs)
         key = self.key(args, [])
         return Lowered(self, self.entry(args, key), key)
 
@@ -687,14 +711,24 @@ def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: b
 # -- jit, make_ir ------------------------------------------------------------------------
 
 
-def jit(fun: Callable, static_argnums: int | tuple[int, ...] = ()) -> Transformed:
+def jit(fun: Callable, static_argnums: int | tuple[int, ...] = (), static_argnames: str | tuple[str, ...] = ()
+        ) -> Transformed:
     """`fun` traced once per signature and compiled; it may call tg.grad inside.
 
-    Arguments at `static_argnums` are passed to `fun` as Python values (they must be
-    hashable) and are part of the cache key. `jit(fun).lower(*args)` gives the program
-    (`.ir`) and its generated `.source`. Inside another transformation, `jit(fun)` is `fun`.
+    Arguments at `static_argnums` (or named in `static_argnames`) are passed to `fun` as Python
+    values (they must be hashable) and are part of the cache key. Arguments may be passed by
+    keyword. `jit(fun).lower(*args)` gives the program (`.ir`) and its generated `.source`.
+    Inside another transformation, `jit(fun)` is `fun`.
     """
     static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
+    names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    if names:
+        parameters = list(inspect.signature(fun).parameters)
+        unknown = [name for name in names if name not in parameters]
+        if unknown:
+            raise ValueError(f"static_argnames {unknown} are not parameters of {function_text(fun)} "
+                             f"(at {where_text(user_source())})")
+        static = tuple(sorted(set(static) | {parameters.index(name) for name in names}))
     return transformed(fun, ("jit", static), lambda settings: Transformed(
         fun, jit_transform(fun, static), generated_name("jit", fun), settings, static))
 
