@@ -66,3 +66,37 @@ def test_a_rule_of_the_wrong_shape_is_refused_clearly():
     f.defvjp(lambda x, y: (x * y, None), lambda res, g: (g,))
     with pytest.raises(TypeError, match="one cotangent per argument"):
         tg.grad(f)(1.0, 2.0)
+
+
+@tg.custom_jvp
+def softplus(x):
+    return tnp.log(1.0 + tnp.exp(x))
+
+
+@softplus.defjvp
+def softplus_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return softplus(x), t * (1.0 - 1.0 / (1.0 + tnp.exp(x)))
+
+
+def test_custom_jvp_in_forward_and_reverse_mode(backend):
+    x = np.array([0.0, 3.0, 1000.0])
+    expected = [0.5, 1 / (1 + np.exp(-3.0)), 1.0]
+    np.testing.assert_allclose(tg.jvp(softplus, (x,), (np.ones(3),))[1], expected, rtol=1e-15)
+    np.testing.assert_allclose(tg.grad(lambda x: tnp.sum(softplus(x)))(x), expected, rtol=1e-15)  # the JVP transposed
+    np.testing.assert_allclose(tg.jacrev(softplus)(x[:2]), np.diag(expected[:2]), rtol=1e-15)
+    np.testing.assert_allclose(tg.vmap(tg.grad(softplus))(x), expected, rtol=1e-15)
+    assert tg.grad(tg.grad(softplus))(0.3) == pytest.approx(np.exp(0.3) / (1 + np.exp(0.3)) ** 2, rel=1e-13)
+
+
+def test_checkpoint_recomputes_in_the_backward_pass(backend):
+    def block(w, x):
+        return tnp.tanh(x @ w) * 2.0
+
+    w, x = np.full((3, 2), 0.1), np.linspace(0, 1, 12).reshape(4, 3)
+    plain = tg.grad(lambda w, x: tnp.sum(block(w, x) ** 2))(w, x)
+    recomputed = tg.grad(lambda w, x: tnp.sum(tg.checkpoint(block)(w, x) ** 2))
+    np.testing.assert_allclose(recomputed(w, x), plain, rtol=1e-15)
+    program = tg.jit(recomputed).lower(w, x).optimized_ir
+    assert sum(op.primitive.name == "tanh" for op in program.ops) == 2  # forward, and again in the backward pass
+    assert tg.jvp(tg.checkpoint(block), (w, x), (np.ones((3, 2)), np.zeros((4, 3))))[1].shape == (4, 2)

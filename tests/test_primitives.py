@@ -7,7 +7,7 @@ import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import lowering
 from tracegrad.core import abstract_eval_rules, batch_rules, bind, forward_vjp_rules, impl_rules, jvp_rules, vjp_rules
-from tracegrad.primitives import pad_p, scatter_add_p
+from tracegrad.primitives import optimization_barrier_p, pad_p, scatter_add_p
 
 rng = np.random.default_rng(0)
 normal = lambda *shape: rng.standard_normal(shape)
@@ -73,13 +73,14 @@ ROWS = [
         lambda x: padded(x, (4, 5), np.s_[1:3, 4::-2]), (normal(2, 3),)),
     Row("gather", lambda x: x[index(0, 2, 1, 2), index(1, 1, 3, 1)], lambda x: x[[0, 2, 1, 2], [1, 1, 3, 1]],
         (normal(3, 4),)),
+    Row("optimization_barrier", lambda x: bind(optimization_barrier_p, x) * 2.0, lambda x: x * 2.0, (normal(3, 2),)),
     Row("scatter_add", lambda g: bind(scatter_add_p, g, index(0, 2, 0), shape=(3, 2)),
         lambda g: np.array([g[0] + g[2], np.zeros(2), g[1]]), (normal(3, 2),)),
 ]
 
 
 # tests/test_loops.py checks the loops against the Python loops they replace; tests/test_custom.py the custom rules
-LOOPS = {"scan", "while", "cond", "custom_vjp_call"}
+LOOPS = {"scan", "while", "cond", "custom_vjp_call", "custom_jvp_call", "checkpoint_call"}
 
 
 def test_every_primitive_has_a_row():

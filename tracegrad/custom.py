@@ -1,4 +1,4 @@
-"""Custom derivative rules: `tg.custom_vjp`, with JAX's signature.
+"""Custom derivative rules: `tg.custom_vjp` and `tg.custom_jvp`, with JAX's signatures.
 
     @tg.custom_vjp
     def f(x, y): ...                      # the function, for values
@@ -11,18 +11,28 @@ closed over like a loop's body) and the rule. Every interpreter but reverse mode
 program (evaluation, staging, forward mode, vmap; the code generator writes its statements
 inline); reverse mode calls `f_fwd` instead, keeps its residuals, and runs `f_bwd` backwards,
 both in the interpreters below it, so `grad` of `grad` differentiates them in turn.
+
+    @tg.custom_jvp
+    def g(x): ...
+    @g.defjvp
+    def g_jvp(primals, tangents): return g(*primals), tangent_out
+
+Forward mode calls `g_jvp`. Reverse mode needs the transpose of `g_jvp`'s tangent, a linear
+function of the tangents: it is reverse mode of that function (its VJP at zero tangents), as
+JAX's linearize-and-transpose gives.
 """
 from __future__ import annotations
 
 import functools
 from typing import Callable
 
-from .ad import evaluated_outputs, zeros
+from .ad import evaluated_outputs, vjp, zeros
 from .batching import batch
 from .control_flow import closed_program, depends_on, jvp_of_program
-from .core import abstract_eval_rules, aval_of, batch_rules, bind, forward_vjp_rules, impl_rules, jvp_rules
+from .core import Tracer, abstract_eval_rules, aval_of, batch_rules, bind, forward_vjp_rules, impl_rules, jvp_rules
 from .errors import TreeStructureError
 from .ir import ClosedProgram, Primitive, Program
+from .primitives import optimization_barrier_p
 from .source_info import user_source, where_text
 from .tree import TreeDef, tree_flatten, tree_unflatten
 
@@ -113,3 +123,135 @@ impl_rules[custom_vjp_call_p] = lambda *args, body, **params: body_outputs(args,
 forward_vjp_rules[custom_vjp_call_p] = custom_vjp_forward
 jvp_rules[custom_vjp_call_p] = custom_vjp_jvp
 batch_rules[custom_vjp_call_p] = custom_vjp_batch
+
+
+custom_jvp_call_p = Primitive("custom_jvp_call", multiple_results=True)
+
+
+class custom_jvp:
+    """A function whose derivative is given by `defjvp(jvp)` (see the module)."""
+
+    def __init__(self, fun: Callable):
+        self.fun = fun
+        self.jvp: Callable | None = None
+        functools.update_wrapper(self, fun)
+
+    def defjvp(self, jvp: Callable) -> Callable:
+        """`jvp(primals, tangents) -> (output, tangent of the output)`; returns `jvp`, so it decorates."""
+        self.jvp = jvp
+        return jvp
+
+    def __repr__(self) -> str:
+        return getattr(self.fun, "__name__", "custom_jvp")
+
+    def __call__(self, *args):
+        if self.jvp is None:
+            raise TypeError(f"{self!r} is a tg.custom_jvp function without its rule: decorate its JVP with "
+                            f"@{self!r}.defjvp before calling it (at {where_text(user_source())})")
+        leaves, in_tree = tree_flatten(args)
+        found = {}
+
+        def flat_fun(*values):
+            out_leaves, found["tree"] = tree_flatten(self.fun(*tree_unflatten(in_tree, values)))
+            return out_leaves
+
+        program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
+        outs = bind(custom_jvp_call_p, *consts, *leaves, body=program, num_consts=len(consts), rule=self,
+                    in_tree=in_tree, out_tree=found["tree"])
+        return tree_unflatten(found["tree"], outs)
+
+
+def user_jvp(rule: custom_jvp, primals: list, tangents: list, in_tree: TreeDef, out_tree: TreeDef) -> tuple[list, list]:
+    """The user's JVP on flat leaves (None tangents as zeros): flat outputs and flat output tangents."""
+    given = [t if t is not None else zeros(aval_of(p)) for p, t in zip(primals, tangents)]
+    result = rule.jvp(tuple(tree_unflatten(in_tree, primals)), tuple(tree_unflatten(in_tree, given)))
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise TypeError(f"{rule!r}'s jvp must return a pair (output, tangent of the output) "
+                        f"(at {where_text(user_source())})")
+    out, tangent = result
+    out_leaves, tree = tree_flatten(out)
+    tangent_leaves, tangent_tree = tree_flatten(tangent)
+    if tree != out_tree or tangent_tree != out_tree:
+        raise TreeStructureError(f"{rule!r}'s jvp returns an output of structure {tree} and a tangent of "
+                                 f"structure {tangent_tree}, the function {out_tree} (at {where_text(user_source())})")
+    return out_leaves, tangent_leaves
+
+
+def custom_jvp_jvp(primals, tangents, *, body: Program, num_consts: int, rule: custom_jvp, in_tree: TreeDef,
+                   out_tree: TreeDef):
+    return user_jvp(rule, list(primals[num_consts:]), list(tangents[num_consts:]), in_tree, out_tree)
+
+
+def custom_jvp_forward(primals, differentiated, *, body: Program, num_consts: int, rule: custom_jvp,
+                       in_tree: TreeDef, out_tree: TreeDef):
+    """Reverse mode: the output, and the transpose of the JVP's tangent map (its VJP at zero tangents)."""
+    args = list(primals[num_consts:])
+    outs = body_outputs(primals, body)
+    wrt = [i for i, flag in enumerate(differentiated[num_consts:]) if flag]
+
+    def tangent_map(*tangents):
+        return user_jvp(rule, args, list(tangents), in_tree, out_tree)[1]
+
+    def pullback(cotangents):
+        given = [g if g is not None else zeros(aval_of(out)) for g, out in zip(cotangents, outs)]
+        _, transpose = vjp(tangent_map, [zeros(aval_of(a)) for a in args], wrt)
+        found = dict(zip(wrt, transpose(given)))
+        return [None] * num_consts + [found.get(i) for i in range(len(args))]
+
+    return outs, pullback
+
+
+abstract_eval_rules[custom_jvp_call_p] = lambda *avals, body, **params: tuple(x.aval for x in body.outputs)
+impl_rules[custom_jvp_call_p] = lambda *args, body, **params: body_outputs(args, body)
+forward_vjp_rules[custom_jvp_call_p] = custom_jvp_forward
+jvp_rules[custom_jvp_call_p] = custom_jvp_jvp
+batch_rules[custom_jvp_call_p] = custom_vjp_batch
+
+
+# -- checkpoint ------------------------------------------------------------------------------
+
+checkpoint_call_p = Primitive("checkpoint_call", multiple_results=True)
+
+
+def checkpoint(fun: Callable) -> Callable:
+    """`fun`, with reverse mode storing only its arguments and computing its values again in the
+    backward pass (`jax.checkpoint`, also called remat): memory traded for one more forward pass."""
+
+    @functools.wraps(fun)
+    def recomputed(*args):
+        leaves, in_tree = tree_flatten(args)
+        found = {}
+
+        def flat_fun(*values):
+            out_leaves, found["tree"] = tree_flatten(fun(*tree_unflatten(in_tree, values)))
+            return out_leaves
+
+        program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
+        outs = bind(checkpoint_call_p, *consts, *leaves, body=program, num_consts=len(consts))
+        return tree_unflatten(found["tree"], outs)
+
+    return recomputed
+
+
+def checkpoint_forward(primals, differentiated, *, body: Program, num_consts: int):
+    """Reverse mode: the outputs now; the body again under reverse mode when the cotangents come."""
+    wrt = [i for i, flag in enumerate(differentiated) if flag]
+
+    def pullback(cotangents):  # the arguments through a barrier, so no pass merges the recomputation away
+        again = [bind(optimization_barrier_p, x) if i in wrt or isinstance(x, Tracer) else x for i, x in enumerate(primals)]
+        _, recomputed_pullback = vjp(lambda *args: body_outputs(args, body), again, wrt)
+        found = dict(zip(wrt, recomputed_pullback(list(cotangents))))
+        return [found.get(i) for i in range(len(primals))]
+
+    return body_outputs(primals, body), pullback
+
+
+def checkpoint_jvp(primals, tangents, *, body: Program, num_consts: int):
+    return custom_vjp_jvp(primals, tangents, body=body, num_consts=num_consts)
+
+
+abstract_eval_rules[checkpoint_call_p] = lambda *avals, body, **params: tuple(x.aval for x in body.outputs)
+impl_rules[checkpoint_call_p] = lambda *args, body, **params: body_outputs(args, body)
+forward_vjp_rules[checkpoint_call_p] = checkpoint_forward
+jvp_rules[checkpoint_call_p] = checkpoint_jvp
+batch_rules[checkpoint_call_p] = custom_vjp_batch

@@ -30,12 +30,12 @@ import attrs
 import numpy as np
 
 from .control_flow import cond_p, scan_p, while_p
-from .custom import custom_vjp_call_p
+from .custom import checkpoint_call_p, custom_jvp_call_p, custom_vjp_call_p
 from .ir import Op, Primitive
-from .primitives import (abs_p, add_p, broadcast_to_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p, log_p,
-                         lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, pad_p, pow_p, reduce_max_p,
-                         reduce_sum_p, reshape_p, scatter_add_p, sign_p, sin_p, slice_p, sqrt_p, stop_gradient_p,
-                         sub_p, tanh_p, transpose_p, where_p)
+from .primitives import (abs_p, add_p, broadcast_to_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p,
+                         log_p, lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, optimization_barrier_p,
+                         pad_p, pow_p, reduce_max_p, reduce_sum_p, reshape_p, scatter_add_p, sign_p, sin_p,
+                         slice_p, sqrt_p, stop_gradient_p, sub_p, tanh_p, transpose_p, where_p)
 from .source_info import where_text
 
 Emit = str | Callable[[str, list[str], Op], str | list[str]]
@@ -96,6 +96,7 @@ rules[sqrt_p] = elementwise("np.sqrt({0})")
 rules[abs_p] = elementwise("np.abs({0})")
 rules[sign_p] = elementwise("np.sign({0})")
 rules[stop_gradient_p] = elementwise("{0}", view=True)
+rules[optimization_barrier_p] = Lowering("{0}", view=True)
 rules[gt_p] = elementwise("{0} > {1}")
 rules[lt_p] = elementwise("{0} < {1}")
 rules[ge_p] = elementwise("{0} >= {1}")
@@ -399,6 +400,8 @@ def emit_call(writer, op: Op) -> list[str]:
 
 
 rules[custom_vjp_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)  # it may return an argument
+rules[custom_jvp_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)
+rules[checkpoint_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)
 rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=carry_result)
 rules[while_p] = Lowering(emit_while, control_flow=emit_while, view=True)
 rules[cond_p] = Lowering(emit_cond, control_flow=emit_cond, view=True)  # a branch may return an operand

@@ -274,6 +274,15 @@ abstract_eval_rules[stop_gradient_p] = float_unary
 impl_rules[stop_gradient_p] = lambda x: np.asarray(x, np.float64) if np.ndim(x) else np.float64(x)
 batch_rules[stop_gradient_p] = elementwise_batch(stop_gradient_p)
 
+# optimization_barrier: x itself, which no pass looks through: ops on it are never merged with
+# ops on x (tg.checkpoint's recomputation stays a recomputation)
+optimization_barrier_p = Primitive("optimization_barrier")
+abstract_eval_rules[optimization_barrier_p] = lambda x: x
+impl_rules[optimization_barrier_p] = lambda x: x
+vjp_rules[optimization_barrier_p] = lambda g, out, x: (g,)
+jvp_rules[optimization_barrier_p] = linear_jvp(optimization_barrier_p)
+batch_rules[optimization_barrier_p] = lambda values, batched, size: (bind(optimization_barrier_p, values[0]), True)
+
 # -- comparisons and selection -----------------------------------------------------------
 
 
