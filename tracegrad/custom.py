@@ -39,6 +39,21 @@ from .tree import TreeDef, tree_flatten, tree_unflatten
 custom_vjp_call_p = Primitive("custom_vjp_call", multiple_results=True)
 
 
+def traced_call(fun: Callable, args: tuple) -> tuple[Program, tuple, list, TreeDef, TreeDef]:
+    """`fun` traced once on `args`, closed over like a loop's body (the values it closes over are
+    the op's first inputs): its program, those values, the arguments' leaves and structure, and
+    the output's structure."""
+    leaves, in_tree = tree_flatten(args)
+    found = {}
+
+    def flat_fun(*values):
+        out_leaves, found["tree"] = tree_flatten(fun(*tree_unflatten(in_tree, values)))
+        return out_leaves
+
+    program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
+    return program, consts, leaves, in_tree, found["tree"]
+
+
 class custom_vjp:
     """A function whose reverse-mode derivative is given by `defvjp(fwd, bwd)` (see the module)."""
 
@@ -59,17 +74,10 @@ class custom_vjp:
         if self.fwd is None:
             raise TypeError(f"{self!r} is a tg.custom_vjp function without its rule: call {self!r}.defvjp(fwd, bwd) "
                             f"before calling it (at {where_text(user_source())})")
-        leaves, in_tree = tree_flatten(args)
-        found = {}
-
-        def flat_fun(*values):
-            out_leaves, found["tree"] = tree_flatten(self.fun(*tree_unflatten(in_tree, values)))
-            return out_leaves
-
-        program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
-        outs = bind(custom_vjp_call_p, *consts, *leaves, body=program, num_consts=len(consts), rule=self,
-                    in_tree=in_tree, out_tree=found["tree"])
-        return tree_unflatten(found["tree"], outs)
+        program, consts, leaves, in_tree, out_tree = traced_call(self.fun, args)
+        outs = bind(custom_vjp_call_p, *consts, *leaves, body=program, num_consts=len(consts), rule=self, in_tree=in_tree,
+                    out_tree=out_tree)
+        return tree_unflatten(out_tree, outs)
 
 
 def body_outputs(args, body: Program):
@@ -148,17 +156,10 @@ class custom_jvp:
         if self.jvp is None:
             raise TypeError(f"{self!r} is a tg.custom_jvp function without its rule: decorate its JVP with "
                             f"@{self!r}.defjvp before calling it (at {where_text(user_source())})")
-        leaves, in_tree = tree_flatten(args)
-        found = {}
-
-        def flat_fun(*values):
-            out_leaves, found["tree"] = tree_flatten(self.fun(*tree_unflatten(in_tree, values)))
-            return out_leaves
-
-        program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
-        outs = bind(custom_jvp_call_p, *consts, *leaves, body=program, num_consts=len(consts), rule=self,
-                    in_tree=in_tree, out_tree=found["tree"])
-        return tree_unflatten(found["tree"], outs)
+        program, consts, leaves, in_tree, out_tree = traced_call(self.fun, args)
+        outs = bind(custom_jvp_call_p, *consts, *leaves, body=program, num_consts=len(consts), rule=self, in_tree=in_tree,
+                    out_tree=out_tree)
+        return tree_unflatten(out_tree, outs)
 
 
 def user_jvp(rule: custom_jvp, primals: list, tangents: list, in_tree: TreeDef, out_tree: TreeDef) -> tuple[list, list]:
@@ -219,16 +220,9 @@ def checkpoint(fun: Callable) -> Callable:
 
     @functools.wraps(fun)
     def recomputed(*args):
-        leaves, in_tree = tree_flatten(args)
-        found = {}
-
-        def flat_fun(*values):
-            out_leaves, found["tree"] = tree_flatten(fun(*tree_unflatten(in_tree, values)))
-            return out_leaves
-
-        program, consts = closed_program(flat_fun, [aval_of(leaf) for leaf in leaves])
+        program, consts, leaves, _, out_tree = traced_call(fun, args)
         outs = bind(checkpoint_call_p, *consts, *leaves, body=program, num_consts=len(consts))
-        return tree_unflatten(found["tree"], outs)
+        return tree_unflatten(out_tree, outs)
 
     return recomputed
 
