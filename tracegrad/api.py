@@ -47,7 +47,9 @@ def leaf_aval(leaf) -> Aval:
         return leaf.aval
     if kind is bool or kind is np.bool_:
         return Aval((), "bool")
-    if isinstance(leaf, (np.floating, np.integer)):
+    if isinstance(leaf, np.integer):  # a NumPy integer (labels[i]) stays an integer, as in JAX
+        return Aval((), "i64")
+    if isinstance(leaf, np.floating):
         return Aval(())
     raise errors.UnsupportedLeafError(
         f"tracegrad cannot take an argument leaf of type {kind.__name__} ({leaf!r:.60}) "
@@ -80,6 +82,8 @@ def prepare_leaf(leaf):
         return as_traceable_array(leaf) if leaf.ndim else as_traceable_array(leaf).item()
     if kind is bool or kind is np.bool_:
         return bool(leaf)
+    if isinstance(leaf, np.integer):
+        return int(leaf)
     return float(leaf)
 
 

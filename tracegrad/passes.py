@@ -13,7 +13,7 @@ import numpy as np
 
 from .core import abstract_eval_rules, impl_rules
 from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Program, Var
-from .primitives import broadcast_to_p, div_p, mul_p, pow_p, reshape_p, stop_gradient_p, transpose_p
+from .primitives import broadcast_to_p, div_p, mul_p, pow_p, reduce_sum_p, reshape_p, stop_gradient_p, transpose_p
 
 PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
 
@@ -150,9 +150,18 @@ def without_same_shape(rewriter: Rewriter, op: Op, inputs) -> bool:
     return True
 
 
+def sum_of_ones_as_reshape(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """A sum over axes of length 1 only (vmap's per-example outer products) moves no data: a reshape."""
+    x = inputs[0]
+    if not isinstance(x, Var) or any(x.aval.shape[axis] != 1 for axis in op.param["axes"]) or x.aval.dtype == "bool":
+        return False
+    rewriter.keep(op, reshape_p, (x,), (("shape", op.out.aval.shape),))
+    return True
+
+
 # rewrites of single ops, keyed by primitive: each returns whether it replaced the op
 REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient, reshape_p: without_same_shape,
-            broadcast_to_p: without_same_shape, transpose_p: without_same_shape}
+            broadcast_to_p: without_same_shape, transpose_p: without_same_shape, reduce_sum_p: sum_of_ones_as_reshape}
 
 
 def eliminate_common_subexpressions(closed: ClosedProgram) -> ClosedProgram:
