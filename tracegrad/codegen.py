@@ -93,6 +93,9 @@ class SourceWriter:
 
     def allocated(self, group: list[Op]) -> list[Var]:
         """The Vars that get a new array (to be filled in) in the code of a group from `groups`."""
+        allocates = rule_for(group[0].primitive).allocates
+        if allocates is not None:
+            return [var for var in allocates(group[0]) if var.aval.ndim > 0]
         if self.uses_simd_ufunc(group[0]):
             return [] if self.simd_in_place(group[0]) else [group[0].out]
         if len(group) > 1 or self.fusible(group[0]):

@@ -20,6 +20,8 @@ tracegrad/primitives.py, its code is its entry here. An entry (`Lowering`) holds
     accumulator      a sum over every axis of a fused loop's value is a `+=` in that loop
     control_flow     a loop or branch: a function (writer, op) giving its lines, its sub-programs'
                      statements written by `writer.sub_program_lines` inside it, in the IR's names
+    allocates        for a control-flow primitive, (op) -> the results its code fills into new arrays
+                     (`writer.allocate`), which may then be kept from call to call
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class Lowering:
     product: bool = False
     accumulator: bool = False
     control_flow: Callable | None = None
+    allocates: Callable[[Op], tuple] | None = None
 
 
 rules: dict[Primitive, Lowering] = {}
@@ -331,7 +334,7 @@ def emit_scan(writer, op: Op) -> list[str]:
     xs = op.inputs[n_consts + n_carry:]
     lines = bind_values(writer, body.inputs[:n_consts], op.inputs[:n_consts])
     lines += bind_values(writer, carries, op.inputs[n_consts:n_consts + n_carry])
-    lines += [f"{writer.name(y)} = np.empty({y.aval.shape}, {numpy_dtype(y.aval.dtype)})" for y in ys]
+    lines += [f"{writer.name(y)} = {writer.allocate(y)}" for y in ys]
     lines.append(f"for {step} in range({length} - 1, -1, -1):" if op.param["reverse"] else
                  f"for {step} in range({length}):")
     inside = bind_values(writer, body.inputs[n_consts:n_consts + n_carry], carries)
@@ -402,6 +405,7 @@ def emit_call(writer, op: Op) -> list[str]:
 rules[custom_vjp_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)  # it may return an argument
 rules[custom_jvp_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)
 rules[checkpoint_call_p] = Lowering(emit_call, control_flow=emit_call, view=True)
-rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=carry_result)
+rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=carry_result,
+                         allocates=lambda op: op.outs[op.param["num_carry"]:])  # its stacked ys
 rules[while_p] = Lowering(emit_while, control_flow=emit_while, view=True)
 rules[cond_p] = Lowering(emit_cond, control_flow=emit_cond, view=True)  # a branch may return an operand
