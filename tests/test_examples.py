@@ -49,3 +49,14 @@ def test_a_missing_extra_says_what_to_install(monkeypatch):
     with pytest.raises(SystemExit, match=r'needs scikit-learn: pip install -e "\.\[examples\]"') as caught:
         importlib.import_module("digits").load_digits_or_exit()
     assert caught.value.code != 0
+
+
+def test_pendulum_fit_recovers_the_parameters(tmp_path):
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    picture = tmp_path / "pendulum.png"
+    results = importlib.import_module("pendulum_fit").main(out=str(picture), verbose=False)
+    np.testing.assert_allclose(results["fitted"], results["true"], rtol=0.02)
+    assert results["loss"] < 0.003  # the noise's variance is 0.0025
+    assert picture.exists() == has_matplotlib
+    if has_matplotlib:
+        assert picture.stat().st_size > 1000
