@@ -204,6 +204,22 @@ def tracegrad_loss(p, target):
     return tnp.mean(errors * errors)
 
 
+def tracegrad_hoisted_loss(p, target):
+    """The same, with the parameters read out of `p` before the scan: the body closes over two
+    scalars instead of indexing the array `p` at every step."""
+    import tracegrad as tg
+    import tracegrad.numpy as tnp
+
+    scalars = (p[0], p[1])
+
+    def step(state, angle):
+        state = rk4_step(scalars, tnp.sin, state)
+        return state, state[0] - angle
+
+    _, errors = tg.scan(step, (p[2], 0.0), target)
+    return tnp.mean(errors * errors)
+
+
 def tracegrad_unrolled_loss(p, target):
     """The same loss with a Python for loop: tracing unrolls it, one copy of the step per step."""
     import tracegrad.numpy as tnp
@@ -216,10 +232,10 @@ def tracegrad_unrolled_loss(p, target):
     return total / target.shape[0]
 
 
-def tracegrad_function():
+def tracegrad_function(hoisted: bool = False):
     import tracegrad as tg
 
-    return tg.jit(tg.value_and_grad(tracegrad_loss))
+    return tg.jit(tg.value_and_grad(tracegrad_hoisted_loss if hoisted else tracegrad_loss))
 
 
 def stacked_bytes(program, forward_only: bool) -> tuple[int, int]:
@@ -238,13 +254,14 @@ def stacked_bytes(program, forward_only: bool) -> tuple[int, int]:
     return arrays, total
 
 
-def tracegrad_residuals(p, target) -> tuple[int, int]:
+def tracegrad_residuals(p, target, hoisted: bool = False) -> tuple[int, int]:
     """(arrays, bytes) that reverse mode stacks: the forward scan's ys in the optimized program of
     value_and_grad, less the ys the loss's own scan stacks."""
     import tracegrad as tg
 
-    with_grad = stacked_bytes(tracegrad_function().lower(p, target).optimized_ir, forward_only=True)
-    plain = stacked_bytes(tg.jit(tracegrad_loss).lower(p, target).optimized_ir, forward_only=True)
+    loss = tracegrad_hoisted_loss if hoisted else tracegrad_loss
+    with_grad = stacked_bytes(tracegrad_function(hoisted).lower(p, target).optimized_ir, forward_only=True)
+    plain = stacked_bytes(tg.jit(loss).lower(p, target).optimized_ir, forward_only=True)
     return with_grad[0] - plain[0], with_grad[1] - plain[1]
 
 
@@ -306,15 +323,18 @@ def to_numpy(result):
 # -- children: fresh processes for the first calls ---------------------------------------------
 
 
-def child_main(kind: str, n: int) -> None:
-    """In a fresh process (empty tracegrad cache set by the parent): time the first call; print JSON."""
-    p, target = problem(n)
+def child_main(kind: str, target_file: str) -> None:
+    """In a fresh process (empty tracegrad cache set by the parent): time the first call; print JSON.
+
+    The target comes from a file the parent wrote, so that nothing in this process has compiled
+    before the timed call (numba's first compile in a process costs more than later ones)."""
+    p, target = GUESS.copy(), np.load(target_file)
     out: dict = {}
-    if kind == "tracegrad":
+    if kind in ("tracegrad", "tracegrad-hoisted"):
         import tracegrad as tg
 
         tg.config.compile_in_background = False
-        function = tracegrad_function()
+        function = tracegrad_function(hoisted=kind == "tracegrad-hoisted")
         start = time.perf_counter()
         result = function(p, target)
         out["first_call"] = time.perf_counter() - start
@@ -339,24 +359,34 @@ def child_main(kind: str, n: int) -> None:
         result = function(p, target)
         out["first_call"] = time.perf_counter() - start
         if kind == "unrolled-background":
+            report(out, result)  # the first gradient (NumPy code), in case the compile outlasts the timeout
             first = time.perf_counter()
             again = function(p, target)  # still NumPy code unless the compile is done
             out["second_call"] = time.perf_counter() - first
+            out["second_value"] = list(map(float, [again[0], *again[1]]))
             tg.wait_for_compiles()
             out["compiled_after"] = time.perf_counter() - start
             function(p, target)
             out["compiled_call"] = measure(function, (p, target), Timing(samples=3)).per_call
-            out["second_value"] = list(map(float, [again[0], *again[1]]))
     else:
         raise SystemExit(f"unknown child kind {kind}")
+    report(out, result)
+
+
+def report(out: dict, result) -> None:
+    """Print what the child measured so far; the parent reads the last such line."""
     value, grad = to_numpy(result)
     out["value"], out["grad"] = value, grad.tolist()
     print("RESULT " + json.dumps(out), flush=True)
 
 
 def run_child(kind: str, n: int, timeout: float) -> dict:
-    """Run child_main in a fresh process with a new empty tracegrad cache; its JSON, or {"timeout": s}."""
-    cache = tempfile.mkdtemp(prefix="tracegrad-w7-cache-")
+    """Run child_main in a fresh process with a new empty tracegrad cache: its last JSON report,
+    with "timeout" set if it did not finish in time."""
+    work = tempfile.mkdtemp(prefix="tracegrad-w7-")
+    cache, target_file = os.path.join(work, "cache"), os.path.join(work, "target.npy")
+    os.mkdir(cache, 0o700)
+    np.save(target_file, problem(n)[1])
     env = dict(os.environ, TRACEGRAD_CACHE_DIR=cache, TRACEGRAD_BACKGROUND_COMPILE="0")
     for name in ("TRACEGRAD_DISABLE_CACHE", "TRACEGRAD_BACKEND"):
         env.pop(name, None)
@@ -364,17 +394,23 @@ def run_child(kind: str, n: int, timeout: float) -> dict:
 
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(tracegrad.__file__)),
                                                       env.get("PYTHONPATH", "")]))
+    command = [sys.executable, os.path.abspath(__file__), "--child", kind, target_file]
     try:
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", kind, str(n)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"timeout": timeout}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        stdout, stderr, finished = done.stdout, done.stderr, {}
+    except subprocess.TimeoutExpired as expired:
+        stdout, stderr, finished = expired.stdout or "", expired.stderr or "", {"timeout": timeout}
+        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+        stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
+        done = None
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"child {kind} N={n} exited with {done.returncode}:\n{done.stderr[-3000:]}")
+        shutil.rmtree(work, ignore_errors=True)
+    reports = [line[len("RESULT "):] for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if reports:
+        return {**json.loads(reports[-1]), **finished}
+    if finished:
+        return finished
+    raise RuntimeError(f"child {kind} N={n} exited with {done.returncode}:\n{stderr[-3000:]}")
 
 
 def cold_first_call(kind: str, n: int, runs: int, expected) -> tuple[float | None, str]:
@@ -514,9 +550,9 @@ def run_size(n: int, options, timing: Timing) -> list[Row]:
     if floor.status != "ok":
         return rows
 
-    def build_tracegrad():
-        function = tracegrad_function()
-        return function, (p, target), tracegrad_residuals(p, target)
+    def build_tracegrad(hoisted=False):
+        function = tracegrad_function(hoisted)
+        return function, (p, target), tracegrad_residuals(p, target, hoisted)
 
     def build_jax():
         import jax.numpy as jnp
@@ -525,7 +561,9 @@ def run_size(n: int, options, timing: Timing) -> list[Row]:
         args = (jnp.asarray(p), jnp.asarray(target))
         return function, args, jax_residuals(loss, *args)
 
-    builders = [("tracegrad", "tracegrad jit(value_and_grad), scan", build_tracegrad, "tracegrad")]
+    builders = [("tracegrad", "tracegrad jit(value_and_grad), scan", build_tracegrad, "tracegrad"),
+                ("tracegrad-hoisted", "  same, p[0], p[1] read before scan", lambda: build_tracegrad(True),
+                 "tracegrad-hoisted")]
     if options.jax_version:
         builders.append(("jax", "JAX jit(value_and_grad), lax.scan", build_jax, "jax"))
     if n <= options.python_max_n:
@@ -550,9 +588,10 @@ def run_unrolled(options, timing: Timing, floor_row: Row | None) -> Row:
     expected = to_numpy(floor_value_and_grad(p, target))
     row = Row(n, "unrolled", "tracegrad, Python for loop (unrolled)")
     try:
+        limit = f"> {options.unrolled_timeout:g} s"
         cold = run_child("unrolled", n, options.unrolled_timeout)
-        if "timeout" in cold:
-            row.note = f"compiling first call: > {options.unrolled_timeout:g} s (did not finish)"
+        if "first_call" not in cold:
+            row.note = f"background compile off: the first call (trace and compile) did not finish: {limit}"
         else:
             problem_text = mismatch((cold["value"], np.array(cold["grad"])), expected)
             if problem_text:
@@ -560,23 +599,27 @@ def run_unrolled(options, timing: Timing, floor_row: Row | None) -> Row:
                 return row
             row.first_call = cold["first_call"]
         background = run_child("unrolled-background", n, options.unrolled_timeout)
-        if "timeout" in background:
-            row.first_note = f"background compile: > {options.unrolled_timeout:g} s (did not finish)"
-        else:
-            problem_text = (mismatch((background["value"], np.array(background["grad"])), expected)
-                            or mismatch((background["second_value"][0], np.array(background["second_value"][1:])),
-                                        expected))
+        checked = [(background["value"], np.array(background["grad"]))] if "value" in background else []
+        if "second_value" in background:
+            checked.append((background["second_value"][0], np.array(background["second_value"][1:])))
+        for result in checked:
+            problem_text = mismatch(result, expected)
             if problem_text:
                 row.status, row.note = "FAILED", f"background compile: {problem_text}"
                 return row
+        parts = ["background compile on: the first gradient (NumPy code) "
+                 + (f"after {seconds(background['first_call'])}" if "first_call" in background else limit)]
+        if "second_call" in background:
+            parts.append(f"a second call {seconds(background['second_call'])}")
+        if "compiled_call" in background:
             row.measurement = Measurement(background["compiled_call"], 0.0, 3, timing.sample_seconds)
             if floor_row is not None and floor_row.measurement:
                 row.ratio = row.measurement.per_call / floor_row.measurement.per_call
-            row.first_note = (f"background compile on: first gradient (NumPy code) after "
-                              f"{seconds(background['first_call'])}, a second call "
-                              f"{seconds(background['second_call'])}, compiled code from "
-                              f"{seconds(background['compiled_after'])} after the first call started; "
-                              f"per call: the compiled code, median of 3 samples")
+            parts.append(f"compiled code {seconds(background['compiled_after'])} after the first call started "
+                         "(per call: the compiled code, median of 3 samples)")
+        else:
+            parts.append(f"compiled code: not within the timeout ({limit} after the process started)")
+        row.first_note = "; ".join(parts)
     except Exception as error:  # noqa: BLE001
         row.status, row.note = "ERROR", f"{type(error).__name__}: {error}".splitlines()[0][:200]
         row.details = traceback.format_exc()
@@ -587,47 +630,61 @@ def run_unrolled(options, timing: Timing, floor_row: Row | None) -> Row:
 # -- summary ------------------------------------------------------------------------------------------
 
 
-def print_summary(rows: list[Row], sizes, unrolled: Row | None) -> list[str]:
-    """The side-by-side table and the targets; returns the missed targets."""
+def markdown(header: list[str], rows: list[list[str]]) -> None:
+    print("  | " + " | ".join(header) + " |")
+    print("  | " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |")
+    for cells in rows:
+        print("  | " + " | ".join(cells) + " |")
+
+
+def print_summary(rows: list[Row], sizes, unrolled: Row | None, timeout: float) -> list[str]:
+    """The side-by-side tables and the targets; returns the missed targets."""
     by = {(row.n, row.key): row for row in rows}
-    keys = [key for key in ("tracegrad", "jax", "python") if any(row.key == key for row in rows)]
-    labels = {"tracegrad": "tracegrad", "jax": "JAX", "python": "Python"}
-    print("\nSummary: per call / hand-written numba floor, measured side by side in this run; first call: "
-          "a fresh process, empty cache; residuals: bytes stacked for reverse mode")
-    header = (["N", "floor per call"] + [f"{labels[k]} / floor" for k in keys]
-              + (["tracegrad / JAX"] if "jax" in keys else [])
-              + ["tg first call", "JAX first call" if "jax" in keys else None, "floor first call",
-                 "tg residuals", "JAX residuals" if "jax" in keys else None, "floor residuals"])
-    header = [cell for cell in header if cell is not None]
-    print("  " + " | ".join(header))
+    present = lambda key: any(row.key == key for row in rows)  # noqa: E731
+    keys = [key for key in ("tracegrad", "tracegrad-hoisted", "jax", "python") if present(key)]
+    labels = {"tracegrad": "**tracegrad**", "tracegrad-hoisted": "tracegrad, p read before the scan",
+              "jax": "JAX", "python": "plain Python"}
+
+    def cell(row: Row | None, text) -> str:
+        if row is None:
+            return "-"
+        return text(row) if row.status == "ok" else row.status
+
+    print("\nSummary: per call / the hand-written numba floor's, measured side by side in this run "
+          "(below 1: faster than the floor)")
+    table = []
     for n in sizes:
-        floor = by.get((n, "floor"))
-        cells = [f"{n:,}", seconds(floor.measurement.per_call) if floor and floor.measurement else "-"]
-        for key in keys:
-            row = by.get((n, key))
-            cells.append(ratio_text(row.ratio) if row and row.status == "ok" else (row.status if row else "-"))
-        tg, jx = by.get((n, "tracegrad")), by.get((n, "jax"))
-        if "jax" in keys:
+        floor, tg, jx = by.get((n, "floor")), by.get((n, "tracegrad")), by.get((n, "jax"))
+        cells = [f"{n:,}", cell(floor, lambda row: seconds(row.measurement.per_call))]
+        cells += [cell(by.get((n, key)), lambda row: ratio_text(row.ratio)) for key in keys]
+        if present("jax"):
             both = tg and jx and tg.measurement and jx.measurement
             cells.append(ratio_text(tg.measurement.per_call / jx.measurement.per_call) if both else "-")
-        cells.append(seconds(tg.first_call) if tg else "-")
-        if "jax" in keys:
-            cells.append(seconds(jx.first_call) if jx else "-")
-        cells.append(seconds(floor.first_call) if floor else "-")
-        cells.append(memory(tg.residuals) if tg else "-")
-        if "jax" in keys:
-            cells.append(memory(jx.residuals) if jx else "-")
-        cells.append(memory(floor.residuals) if floor else "-")
-        print("  " + " | ".join(cells))
-    if unrolled is not None:
-        first = seconds(unrolled.first_call) if unrolled.first_call else unrolled.note or unrolled.status
-        print(f"  unrolled Python for loop, N = {UNROLLED_N:,}: first call (compiling) {first}; "
-              f"per call compiled {seconds(unrolled.measurement.per_call) if unrolled.measurement else '-'}"
-              f" ({ratio_text(unrolled.ratio)} x floor)")
-        if unrolled.first_note:
-            print(f"      {unrolled.first_note}")
+        table.append(cells)
+    markdown(["N", "floor per call"] + [labels[key] for key in keys] + (["tracegrad / JAX"] if present("jax") else []),
+             table)
 
-    print("\nTargets (from the issue):")
+    print("\nFirst call (a fresh process, empty cache; median of the runs) and the residuals stacked for reverse mode")
+    first_keys = [key for key in ("tracegrad", "tracegrad-hoisted", "jax", "floor") if present(key)]
+    memory_keys = [key for key in ("tracegrad", "jax", "floor") if present(key)]
+    names = {"tracegrad": "tracegrad", "tracegrad-hoisted": "tracegrad, p before", "jax": "JAX", "floor": "floor"}
+    table = []
+    for n in sizes:
+        cells = [f"{n:,}"] + [cell(by.get((n, key)), lambda row: seconds(row.first_call)) for key in first_keys]
+        cells += [cell(by.get((n, key)), lambda row: memory(row.residuals)) for key in memory_keys]
+        table.append(cells)
+    markdown(["N"] + [f"{names[key]} first call" for key in first_keys]
+             + [f"{names[key]} residuals" for key in memory_keys], table)
+    if unrolled is not None:
+        first = seconds(unrolled.first_call) if unrolled.first_call else f"> {timeout:g} s (did not finish)"
+        compiled = (f"{seconds(unrolled.measurement.per_call)} ({ratio_text(unrolled.ratio)} x the floor)"
+                    if unrolled.measurement else "-")
+        print(f"\n  unrolled Python for loop through tracegrad, N = {UNROLLED_N:,} ({unrolled.status}): first call, "
+              f"background compile off (trace and compile): {first}; per call, compiled: {compiled}")
+        if unrolled.first_note:
+            print(f"    {unrolled.first_note}")
+
+    print("\nTargets (from the issue), for tracegrad's row (the parameters read inside the scan's body):")
     missed = []
     tg_rows = [by[(n, "tracegrad")] for n in sizes if (n, "tracegrad") in by]
     firsts = [row.first_call for row in tg_rows if row.first_call is not None]
@@ -641,19 +698,22 @@ def print_summary(rows: list[Row], sizes, unrolled: Row | None) -> list[str]:
                     f"{tg_rows[0].n:,} to {tg_rows[-1].n:,})", spread <= TARGET_COLD_SPREAD,
                     f"(max - min) / min = {spread:.0%}", missed)
     for n in sizes:
-        tg, jx = by.get((n, "tracegrad")), by.get((n, "jax"))
+        tg, jx, hoisted = by.get((n, "tracegrad")), by.get((n, "jax")), by.get((n, "tracegrad-hoisted"))
         if tg is None or tg.ratio is None:
             continue
+        also = f" (p before: {hoisted.ratio:.2f})" if hoisted is not None and hoisted.ratio else ""
         verdict(f"N = {n:,}: per call <= {TARGET_VS_FLOOR:g} x the numba floor", tg.ratio <= TARGET_VS_FLOOR,
-                f"{tg.ratio:.2f} x", missed)
+                f"{tg.ratio:.2f} x{also}", missed)
         if jx is not None and jx.measurement:
             ratio = tg.measurement.per_call / jx.measurement.per_call
-            verdict(f"N = {n:,}: per call <= JAX", ratio <= 1.0, f"{ratio:.2f} x JAX", missed)
+            also = (f" (p before: {hoisted.measurement.per_call / jx.measurement.per_call:.2f})"
+                    if hoisted is not None and hoisted.measurement else "")
+            verdict(f"N = {n:,}: per call <= JAX", ratio <= 1.0, f"{ratio:.2f} x JAX{also}", missed)
     return missed
 
 
 def verdict(name: str, met: bool, measured: str, missed: list[str]) -> None:
-    print(f"  {name:<62} {measured:>24}  {'met' if met else 'MISSED'}")
+    print(f"  {name:<62} {measured:>34}  {'met' if met else 'MISSED'}")
     if not met:
         missed.append(name)
 
@@ -689,7 +749,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-unrolled", action="store_true", help="leave out the unrolled for-loop row")
     parser.add_argument("--unrolled-timeout", type=float, default=600.0,
                         help="seconds each unrolled subprocess may take (default 600)")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "TARGET_FILE"), help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     options.sizes = [int(size.replace("_", "")) for size in options.sizes.split(",") if size.strip()]
     if options.cold_runs is None:
@@ -700,7 +760,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     options = parse_args(argv)
     if options.child:
-        child_main(options.child[0], int(options.child[1]))
+        child_main(*options.child)
         return 0
     timing = Timing(sample_seconds=(options.sample_ms or (2.0 if options.quick else 50.0)) / 1e3,
                     samples=options.samples or (3 if options.quick else 7),
@@ -739,7 +799,7 @@ def main(argv=None) -> int:
             rows.append(unrolled)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    print_summary(rows, options.sizes, unrolled)
+    print_summary(rows, options.sizes, unrolled, options.unrolled_timeout)
     for row in rows:
         if row.details:
             print(f"\n--- N = {row.n} / {row.label}: traceback ---\n{row.details.rstrip()}")
