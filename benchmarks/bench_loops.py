@@ -367,7 +367,9 @@ def child_main(kind: str, target_file: str) -> None:
             tg.wait_for_compiles()
             out["compiled_after"] = time.perf_counter() - start
             function(p, target)
-            out["compiled_call"] = measure(function, (p, target), Timing(samples=3)).per_call
+            compiled = measure(function, (p, target), Timing(samples=3))
+            out["compiled_call"], out["compiled_spread"] = compiled.per_call, compiled.spread
+            out["compiled_sample_seconds"] = compiled.sample_seconds
     else:
         raise SystemExit(f"unknown child kind {kind}")
     report(out, result)
@@ -413,19 +415,6 @@ def run_child(kind: str, n: int, timeout: float) -> dict:
     raise RuntimeError(f"child {kind} N={n} exited with {done.returncode}:\n{stderr[-3000:]}")
 
 
-def cold_first_call(kind: str, n: int, runs: int, expected) -> tuple[float | None, str]:
-    """Median first-call seconds over `runs` fresh processes (each result checked), and a note."""
-    times = []
-    for _ in range(runs):
-        out = run_child(kind, n, timeout=600)
-        problem_text = mismatch((out["value"], np.array(out["grad"])), expected)
-        if problem_text:
-            return None, f"FAILED in a fresh process: {problem_text}"
-        times.append(out["first_call"])
-    spread = f" ({min(times):.2f}-{max(times):.2f} s)" if len(times) > 1 else ""
-    return statistics.median(times), spread
-
-
 # -- checks ----------------------------------------------------------------------------------------
 
 
@@ -467,11 +456,14 @@ class Row:
     measurement: Measurement | None = None
     ratio: float | None = None
     residuals: tuple[int, int] | None = None  # (arrays, bytes) stacked for reverse mode
+    cold_kind: str | None = None  # the child kind whose first call is timed in fresh processes
+    expected: tuple | None = field(default=None, repr=False)  # the floor's (value, gradient)
+    first_calls: list[float] = field(default_factory=list)
     note: str = ""
     details: str = field(default="", repr=False)
 
 
-WIDTHS = (36, 7, 12, 10, 7, 10, 8, 22)
+WIDTHS = (36, 7, 10, 7, 10, 8, 22)
 
 
 def line(cells) -> str:
@@ -497,15 +489,16 @@ def ratio_text(ratio: float | None) -> str:
 
 def print_row(row: Row) -> None:
     m = row.measurement
-    print(line((row.label, row.status, seconds(row.first_call), seconds(m.per_call if m else None),
+    print(line((row.label, row.status, seconds(m.per_call if m else None),
                 f"{m.spread * 100:.1f}%" if m else "-", m.describe() if m else "-", ratio_text(row.ratio),
                 memory(row.residuals))), flush=True)
     for note in filter(None, (row.first_note, row.note)):
         print(f"      -> {note}", flush=True)
 
 
-def timed_row(row: Row, build, expected, timing: Timing, cold_runs: int, cold_kind: str | None) -> Row:
-    """Build, check against `expected`, time; the cold first call in fresh processes."""
+def timed_row(row: Row, build, expected, timing: Timing, cold_kind: str | None) -> Row:
+    """Build, check against `expected`, time; its first call is timed later, in fresh processes."""
+    row.cold_kind, row.expected = cold_kind, expected
     try:
         function, args, residuals = build()
         result = to_numpy(function(*args))
@@ -515,17 +508,41 @@ def timed_row(row: Row, build, expected, timing: Timing, cold_runs: int, cold_ki
             return row
         row.residuals = residuals
         row.measurement = measure(function, args, timing)
-        if cold_kind and cold_runs:
-            row.first_call, row.first_note = cold_first_call(cold_kind, row.n, cold_runs, expected)
-            if row.first_call is None:
-                row.status, row.note = "FAILED", row.first_note
-                row.first_note = ""
-            elif row.first_note:
-                row.first_note = f"first call in {cold_runs} fresh processes: median{row.first_note}"
     except Exception as error:  # noqa: BLE001  (reported in the table, the run goes on)
         row.status, row.note = "ERROR", f"{type(error).__name__}: {error}".splitlines()[0][:200]
         row.details = traceback.format_exc()
     return row
+
+
+def measure_first_calls(rows: list[Row], runs: int) -> None:
+    """Each row's first call in `runs` fresh processes, round by round over every N and row, so
+    that a change in the machine's load falls on all of them alike; the median, each checked."""
+    timed = [row for row in rows if row.status == "ok" and row.cold_kind]
+    if not timed or not runs:
+        return
+    print(f"\nFirst calls: {runs} round(s), each a fresh process per row and N in turn (empty tracegrad cache, "
+          "background compile off; numba compiling the floor; XLA compiling JAX's)", flush=True)
+    for _ in range(runs):
+        for row in timed:
+            if row.status != "ok":
+                continue
+            try:
+                out = run_child(row.cold_kind, row.n, timeout=600)
+                problem_text = mismatch((out["value"], np.array(out["grad"])), row.expected)
+            except Exception as error:  # noqa: BLE001
+                row.status, row.note = "ERROR", f"first call: {type(error).__name__}: {error}".splitlines()[0][:200]
+                row.details = traceback.format_exc()
+                continue
+            if problem_text:
+                row.status, row.note = "FAILED", f"in a fresh process: {problem_text}"
+                continue
+            row.first_calls.append(out["first_call"])
+    for row in timed:
+        if row.first_calls:
+            row.first_call = statistics.median(row.first_calls)
+            row.first_note = f"{min(row.first_calls):.2f}-{max(row.first_calls):.2f} s"
+        print(f"  N = {row.n:<8,} {row.label.strip():<38} {row.status:>6} {seconds(row.first_call):>10}"
+              f"  ({row.first_note or row.note})", flush=True)
 
 
 def run_size(n: int, options, timing: Timing) -> list[Row]:
@@ -541,7 +558,7 @@ def run_size(n: int, options, timing: Timing) -> list[Row]:
             floor.status, floor.note = "FAILED", problem_text
         else:
             floor = timed_row(floor, lambda: (floor_value_and_grad, (p, target), (2, 2 * (n + 1) * 8)), expected,
-                              timing, options.cold_runs, "floor")
+                              timing, "floor")
     except Exception as error:  # noqa: BLE001
         floor.status, floor.note = "ERROR", f"{type(error).__name__}: {error}".splitlines()[0][:200]
         floor.details = traceback.format_exc()
@@ -570,7 +587,7 @@ def run_size(n: int, options, timing: Timing) -> list[Row]:
         builders.append(("python", "plain Python (the floor's code)",
                          lambda: (floor_value_and_grad.py_func, (p, target), (2, 2 * (n + 1) * 8)), None))
     for key, label, build, cold_kind in builders:
-        row = timed_row(Row(n, key, label), build, expected, timing, options.cold_runs, cold_kind)
+        row = timed_row(Row(n, key, label), build, expected, timing, cold_kind)
         if row.measurement and floor.measurement:
             row.ratio = row.measurement.per_call / floor.measurement.per_call
         rows.append(row)
@@ -612,7 +629,8 @@ def run_unrolled(options, timing: Timing, floor_row: Row | None) -> Row:
         if "second_call" in background:
             parts.append(f"a second call {seconds(background['second_call'])}")
         if "compiled_call" in background:
-            row.measurement = Measurement(background["compiled_call"], 0.0, 3, timing.sample_seconds)
+            row.measurement = Measurement(background["compiled_call"], background["compiled_spread"], 3,
+                                          background["compiled_sample_seconds"])
             if floor_row is not None and floor_row.measurement:
                 row.ratio = row.measurement.per_call / floor_row.measurement.per_call
             parts.append(f"compiled code {seconds(background['compiled_after'])} after the first call started "
@@ -664,13 +682,15 @@ def print_summary(rows: list[Row], sizes, unrolled: Row | None, timeout: float) 
     markdown(["N", "floor per call"] + [labels[key] for key in keys] + (["tracegrad / JAX"] if present("jax") else []),
              table)
 
-    print("\nFirst call (a fresh process, empty cache; median of the runs) and the residuals stacked for reverse mode")
+    print("\nFirst call (a fresh process, empty cache; median and range of the rounds) and the residuals stacked "
+          "for reverse mode")
     first_keys = [key for key in ("tracegrad", "tracegrad-hoisted", "jax", "floor") if present(key)]
     memory_keys = [key for key in ("tracegrad", "jax", "floor") if present(key)]
     names = {"tracegrad": "tracegrad", "tracegrad-hoisted": "tracegrad, p before", "jax": "JAX", "floor": "floor"}
     table = []
     for n in sizes:
-        cells = [f"{n:,}"] + [cell(by.get((n, key)), lambda row: seconds(row.first_call)) for key in first_keys]
+        cells = [f"{n:,}"] + [cell(by.get((n, key)), lambda row: seconds(row.first_call)
+                                   + (f" ({row.first_note})" if row.first_note else "")) for key in first_keys]
         cells += [cell(by.get((n, key)), lambda row: memory(row.residuals)) for key in memory_keys]
         table.append(cells)
     markdown(["N"] + [f"{names[key]} first call" for key in first_keys]
@@ -786,12 +806,12 @@ def main(argv=None) -> int:
     print(f"  checks: value and gradient against the floor's (rtol {RTOL:g}, atol {ATOL:g}), the floor's gradient "
           "against central differences of its loss (d/damping, d/theta0)")
     print()
-    print(line(("implementation", "check", "first call", "per call", "spread", "samples", "vs floor",
-                "residuals")))
+    print(line(("implementation", "check", "per call", "spread", "samples", "vs floor", "residuals")))
     rows: list[Row] = []
     try:
         for n in options.sizes:
             rows += run_size(n, options, timing)
+        measure_first_calls(rows, options.cold_runs)
         unrolled = None
         if not options.no_unrolled and not options.quick:
             floor_row = next((row for row in rows if row.n == UNROLLED_N and row.key == "floor"), None)
