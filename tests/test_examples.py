@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+import tracegrad as tg
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
 
 
@@ -49,3 +51,24 @@ def test_a_missing_extra_says_what_to_install(monkeypatch):
     with pytest.raises(SystemExit, match=r'needs scikit-learn: pip install -e "\.\[examples\]"') as caught:
         importlib.import_module("digits").load_digits_or_exit()
     assert caught.value.code != 0
+
+
+def test_pendulum_fit_recovers_the_parameters(tmp_path):
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    picture = tmp_path / "pendulum.png"
+    results = importlib.import_module("pendulum_fit").main(out=str(picture), verbose=False)
+    np.testing.assert_allclose(results["fitted"], results["true"], rtol=0.02)
+    assert results["loss"] < 0.003  # the noise's variance is 0.0025
+    assert picture.exists() == has_matplotlib
+    if has_matplotlib:
+        assert picture.stat().st_size > 1000
+
+
+def test_digits_epoch_in_jit_trains_as_the_per_step_loop():
+    pytest.importorskip("sklearn")
+    digits = importlib.import_module("digits")
+    in_jit = digits.main(epochs=2, verbose=False, epoch_in_jit=True)
+    per_step = digits.main(epochs=2, verbose=False)
+    assert in_jit["test_accuracy"] == per_step["test_accuracy"] > 0.85
+    for a, b in zip(tg.tree_leaves(in_jit["params"]), tg.tree_leaves(per_step["params"])):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
