@@ -2,7 +2,7 @@
 
 Run: pip install -e ".[examples]" && python examples/digits.py [--epochs 15] [--epoch-in-jit]
 
-`--epoch-in-jit` runs each epoch's minibatch steps inside one `tg.jit` call (a `tg.scan` over
+`--epoch-in-jit` runs each epoch's minibatch steps inside one `tg.jit` call (a `tg.fori_loop` over
 the batches), then trains again the usual way, one jitted step per minibatch, from the same
 start on the same batches, and prints both accuracies and timings.
 """
@@ -54,21 +54,20 @@ def train_step(params, state, x, labels):
 
 @tg.jit
 def train_epoch(params, state, x_batches, label_batches):
-    """A whole epoch in one compiled call: the same steps as train_step, in a `tg.scan`.
+    """A whole epoch in one compiled call: the same steps as train_step, in a `tg.fori_loop`.
 
-    The minibatches come pre-shaped, (n_batches, BATCH, 64) and (n_batches, BATCH), and the scan
-    runs over their leading axis. Slicing one batch out of the whole training set with a traced
-    index (`x[order[i * BATCH:(i + 1) * BATCH]]` inside `tg.fori_loop`) is not supported by
-    tracegrad yet; pre-shaping costs one copy of the training set per epoch and gives the scan
-    body the very same minibatches as the per-step loop.
+    The minibatches come pre-shaped, (n_batches, BATCH, 64) and (n_batches, BATCH); step i
+    trains on minibatch i, read with the loop's traced index. Returns the epoch's mean loss and
+    the new parameters and optimizer state.
     """
-    def step(carry, batch):
-        params, state = carry
-        value, params, state = train_step(params, state, *batch)  # traced into the body, not called
-        return (params, state), value
+    def step(i, carry):
+        params, state, total = carry
+        value, params, state = train_step(params, state, x_batches[i], label_batches[i])  # traced into the body
+        return params, state, total + value
 
-    (params, state), losses = tg.scan(step, (params, state), (x_batches, label_batches))
-    return losses, params, state
+    n_batches = x_batches.shape[0]
+    params, state, total = tg.fori_loop(0, n_batches, step, (params, state, 0.0))
+    return total / n_batches, params, state
 
 
 def progress(epoch, epochs, batches):
@@ -98,7 +97,7 @@ def main(epochs: int = 15, seed: int = 0, verbose: bool = True, epoch_in_jit: bo
     for epoch in range(epochs):
         epoch_start = time.perf_counter()
         batches = epoch_batches(rng, len(x_train))
-        if epoch_in_jit:  # one call: every minibatch step of the epoch inside one compiled scan
+        if epoch_in_jit:  # one call: every minibatch step of the epoch inside one compiled loop
             order = np.concatenate(batches)
             x_batches = x_train[order].reshape(len(batches), BATCH, -1)
             label_batches = y_train[order].reshape(len(batches), BATCH)
@@ -124,7 +123,7 @@ def main(epochs: int = 15, seed: int = 0, verbose: bool = True, epoch_in_jit: bo
 
 def compare(epochs: int, seed: int = 0) -> dict:
     """Train with one jitted call per epoch, then per minibatch, from the same start; print both."""
-    print("one tg.jit call per epoch (tg.scan over the minibatches):")
+    print("one tg.jit call per epoch (tg.fori_loop over the minibatches):")
     in_jit = main(epochs, seed, epoch_in_jit=True, compiled_after_first_epoch=True)
     print("\none tg.jit call per minibatch step (the usual path):")
     per_step = main(epochs, seed, compiled_after_first_epoch=True)
@@ -144,7 +143,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--epoch-in-jit", action="store_true",
-                        help="train with one tg.jit call per epoch (tg.scan over the minibatches), then the usual "
+                        help="train with one tg.jit call per epoch (tg.fori_loop over the minibatches), then the usual "
                              "way, and compare")
     arguments = parser.parse_args()
     if arguments.epoch_in_jit:
