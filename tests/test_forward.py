@@ -12,7 +12,7 @@ def loss(x):
     return tnp.sum(tnp.tanh(x * 1.5) ** 2 + tnp.sin(x) * x)
 
 
-def test_jvp_is_the_gradient_along_the_tangent(backend):
+def test_jvp_is_the_gradient_along_the_tangent(python_backend):
     v = np.linspace(-1.0, 1.0, 5)
     value, tangent = tg.jvp(loss, (X,), (v,))
     assert value == pytest.approx(float(loss(X)), rel=1e-14)
@@ -31,7 +31,7 @@ def test_hessian_vector_products_both_ways(backend):
                                rtol=1e-14)
 
 
-def test_pytrees_in_and_out_and_a_zero_tangent_output(backend):
+def test_pytrees_in_and_out_and_a_zero_tangent_output(python_backend):
     def f(params, scale):
         return {"y": tnp.tanh(params["w"] * scale) + params["b"], "constant": np.ones(2) * 3.0}
 
@@ -93,7 +93,7 @@ def test_jvp_is_traced_once_per_signature():
     assert len(calls) == 1
 
 
-def test_linearize_gives_the_value_and_its_jvp(backend):
+def test_linearize_gives_the_value_and_its_jvp(python_backend):
     value, f_jvp = tg.linearize(loss, X)
     assert value == pytest.approx(float(loss(X)), rel=1e-14)
     v = np.linspace(-1.0, 1.0, 5)

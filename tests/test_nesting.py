@@ -28,7 +28,7 @@ def test_indexing_with_a_traced_integer(backend):
         tg.jit(lambda x, i: x[i])(x, 3)
 
 
-def test_keyword_arguments_and_static_argnames(backend):
+def test_keyword_arguments_and_static_argnames(python_backend):
     def f(x, scale=2.0, n=3):
         for _ in range(n):
             x = tnp.sin(x) * scale

@@ -1,4 +1,6 @@
-"""One row per primitive: forward against NumPy, VJP and JVP against central differences."""
+"""One row per primitive: forward against NumPy, VJP and JVP against central differences, vmap against a
+loop over examples. The rules are the same on both backends, so JVP and vmap rows run on the python
+backend only (numba compiles their programs in tests/test_forward.py, test_vmap.py and test_loops.py)."""
 import attrs
 import numpy as np
 import pytest
@@ -129,7 +131,7 @@ def test_vjp_matches_central_differences(row, backend):
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)
-def test_jvp_matches_central_differences(row, backend):
+def test_jvp_matches_central_differences(row, python_backend):
     """J v by forward mode and by central differences, in a random direction v, float64."""
     is_float = [np.asarray(a).dtype == np.float64 for a in row.args]
     directions = [rng.standard_normal(np.shape(a)) if f else np.zeros(np.shape(a)) for a, f in zip(row.args, is_float)]
@@ -151,7 +153,7 @@ def examples(arg, count: int = 3) -> list:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.primitive)
-def test_vmap_matches_a_loop_over_examples(row, backend):
+def test_vmap_matches_a_loop_over_examples(row, python_backend):
     """Every argument batched, then only the first: the batching rule against one call per example."""
     per_argument = [examples(a) for a in row.args]
     stacked = [np.stack(each) for each in per_argument]

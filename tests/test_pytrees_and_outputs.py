@@ -36,7 +36,7 @@ def loss(model, x):
     return tnp.sum(h) * model._scale
 
 
-def test_dataclasses_and_attrs_classes_are_nodes(backend):
+def test_dataclasses_and_attrs_classes_are_nodes(python_backend):
     model = Model([Layer(np.full((3, 2), 0.1), np.zeros(2)), Layer(np.full((2, 1), 0.2), np.zeros(1))], 2.0)
     x = np.linspace(-1, 1, 12).reshape(4, 3)
     grads = tg.grad(loss)(model, x)
@@ -59,7 +59,7 @@ def test_dataclasses_and_attrs_classes_are_nodes(backend):
     np.testing.assert_array_equal(same.layers[0].w, model.layers[0].w)
 
 
-def test_registered_classes(backend):
+def test_registered_classes(python_backend):
     grads = tg.grad(lambda p: p.x * p.y ** 2)(Point(2.0, 3.0))
     assert isinstance(grads, Point) and (grads.x, grads.y) == (9.0, 12.0)
     out = tg.vmap(lambda p: p.x + p.y)(Point(np.array([1.0, 2.0]), np.array([3.0, 4.0])))

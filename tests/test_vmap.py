@@ -35,7 +35,7 @@ def test_per_example_gradients_in_one_program(backend):
     assert "scan" not in str(program) and len(program.ops) < 120  # batched array ops, no loop over examples
 
 
-def test_in_axes_pytrees_out_axes_and_unbatched_outputs(backend):
+def test_in_axes_pytrees_out_axes_and_unbatched_outputs(python_backend):
     def f(params, x):
         return params["a"] * x + params["b"], tnp.sum(params["b"])
 
@@ -50,7 +50,7 @@ def test_in_axes_pytrees_out_axes_and_unbatched_outputs(backend):
     np.testing.assert_allclose(by_columns, np.sum(x * x, axis=0), rtol=1e-15)
 
 
-def test_batched_indices_and_labels(backend):
+def test_batched_indices_and_labels(python_backend):
     table = np.arange(12.0).reshape(4, 3)
     rows = tg.vmap(lambda t, i: t[i], in_axes=(None, 0))(table, np.array([[0, 3], [2, 2], [1, 0]]))
     np.testing.assert_array_equal(rows, table[np.array([[0, 3], [2, 2], [1, 0]])])
