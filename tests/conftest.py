@@ -11,6 +11,9 @@ import tracegrad as tg  # noqa: E402
 # tests of the numba backend must run numba's code from the first call; test_background_compile
 # turns the background compile back on
 tg.config.compile_in_background = False
+# the whole session compiles more programs than a user's process may (500 by default): past the bound
+# new programs would run as NumPy code and the tests after it would no longer test numba's code
+tg.config.max_compiled_programs = 100_000
 
 
 @pytest.fixture(params=["python", "numba"])
