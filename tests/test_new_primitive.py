@@ -11,9 +11,9 @@ import pytest
 import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import lowering
-from tracegrad.core import abstract_eval_rules, bind, impl_rules, vjp_rules
+from tracegrad.core import abstract_eval_rules, batch_rules, bind, impl_rules, jvp_rules, vjp_rules
 from tracegrad.ir import Primitive
-from tracegrad.primitives import float_unary
+from tracegrad.primitives import elementwise_batch, elementwise_jvp, float_unary
 
 log1p_p = Primitive("log1p", elementwise=True)
 
@@ -23,9 +23,11 @@ def log1p_registered():
     abstract_eval_rules[log1p_p] = float_unary
     impl_rules[log1p_p] = np.log1p
     vjp_rules[log1p_p] = lambda g, out, x: (g / (1.0 + x),)
+    jvp_rules[log1p_p] = elementwise_jvp(log1p_p, lambda out, x: 1.0 / (1.0 + x))
+    batch_rules[log1p_p] = elementwise_batch(log1p_p)
     lowering.rules[log1p_p] = lowering.elementwise("np.log1p({0})", simd_ufunc="np.log1p", libm_call=True)
     yield
-    for table in (abstract_eval_rules, impl_rules, vjp_rules, lowering.rules):
+    for table in (abstract_eval_rules, impl_rules, vjp_rules, jvp_rules, batch_rules, lowering.rules):
         del table[log1p_p]
 
 
@@ -50,6 +52,12 @@ def test_grad_and_grad_of_grad(backend):
     x = 0.3
     assert tg.grad(tg.grad(log1p))(x) == pytest.approx(-1.0 / (1.0 + x) ** 2, rel=1e-14)
     tg.check_grads(loss, (X,), order=2)
+
+
+def test_forward_mode_and_vmap(backend):
+    assert tg.jvp(log1p, (0.3,), (2.0,))[1] == pytest.approx(2.0 / 1.3, rel=1e-15)
+    np.testing.assert_allclose(tg.vmap(tg.grad(log1p))(X), 1.0 / (1.0 + X), rtol=1e-15)
+    np.testing.assert_allclose(tg.hessian(loss)(X), np.diag(4.0 * (1.0 - X * X) / (1.0 + X * X) ** 2), rtol=1e-13)
 
 
 def test_jit_on_numba_writes_its_statement_and_element():

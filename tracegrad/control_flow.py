@@ -592,7 +592,7 @@ def while_loop(cond_fun: Callable, body_fun: Callable, init_val):
 
     def condition(*values):
         result = cond_fun(tree_unflatten(carry_tree, values))
-        if aval_of(result) not in (Aval((), "bool"),):
+        if aval_of(result) != Aval((), "bool"):
             raise TypeError(f"while_loop's cond_fun must return a boolean scalar, not {aval_of(result)} "
                             f"(at {where_text(user_source())})")
         return [result]
