@@ -351,3 +351,8 @@ def test_debug_nans_names_the_line_in_the_body_and_the_step(backend):
         assert tg.jit(f)(np.array([1.0, 0.5, 5.0])) == pytest.approx(np.log(np.log(np.log(2.0) + 0.5) + 5.0))
     finally:
         tg.config.debug_nans = saved
+
+
+def test_a_switch_index_traced_as_a_float_is_refused_clearly():
+    with pytest.raises(TypeError, match=r"np.array\(i\)"):
+        tg.jit(lambda i, v: tg.switch(i, [lambda v: v, lambda v: -v], v))(1, 3.0)  # a Python int is traced as a float
