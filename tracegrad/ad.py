@@ -18,13 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from . import errors
-from .core import (Interpreter, Tracer, aval_of, bind, current_interpreter, eval_program, forward_vjp_rules, read,
-                   set_interpreter, vjp_rules)
+from .core import (Interpreter, Tracer, aval_of, bind, check_alive, current_interpreter, eval_program,
+                   forward_vjp_rules, read, set_interpreter, vjp_rules)
 from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Source, Var
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
-from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
+from .source_info import annotate, current_adjoint_of, current_source
 from .trace import trace_flat
 
 
@@ -87,8 +86,7 @@ class ReverseInterpreter(Interpreter):
                 primals.append(arg.primal)
                 parents.append(arg.node)
             else:  # a number, an array, or a value of another interpreter: a constant here
-                if isinstance(arg, ReverseTracer) and not arg.interpreter.active:
-                    raise leaked(arg)
+                check_alive(arg)
                 primals.append(arg)
                 parents.append(None)
         source = current_source()
@@ -163,12 +161,6 @@ class ReverseInterpreter(Interpreter):
                         if parent is not None and cotangent is not None:
                             accumulate(parent, sum_to_shape(cotangent, parent.aval.shape))
         return cotangents
-
-
-def leaked(tracer: Tracer) -> errors.LeakedTracerError:
-    return errors.LeakedTracerError(
-        f"a traced value {tracer.aval} was used after its trace ended (at {where_text(user_source())}); "
-        "return values from the traced function instead of storing them in globals")
 
 
 def vjp(fun: Callable, primals: list, wrt: list[int]) -> tuple[list, Callable]:

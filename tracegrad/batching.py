@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .core import Interpreter, Tracer, aval_of, batch_rules, bind, current_interpreter, set_interpreter
-from .errors import LeakedTracerError
+from .core import Interpreter, Tracer, aval_of, batch_rules, bind, check_alive, current_interpreter, set_interpreter
 from .ir import Aval, Primitive
-from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
+from .source_info import annotate, current_adjoint_of, current_source
 
 
 class BatchTracer(Tracer):
@@ -50,10 +49,7 @@ class BatchInterpreter(Interpreter):
                 values.append(arg.value)
                 batched.append(True)
             else:
-                if isinstance(arg, BatchTracer) and not arg.interpreter.active:
-                    raise LeakedTracerError(f"a traced value {arg.aval} was used after its trace ended "
-                                            f"(at {where_text(user_source())}); return values from the "
-                                            "traced function instead of storing them in globals")
+                check_alive(arg)
                 values.append(arg)
                 batched.append(False)
         with set_interpreter(self.prev_interpreter), annotate(current_source(), current_adjoint_of()):

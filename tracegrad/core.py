@@ -222,6 +222,14 @@ class Tracer:
         raise conversion_error(self.aval, "array")
 
 
+def check_alive(value) -> None:
+    """Raise if `value` is a tracer of an interpreter whose trace has ended (kept in a global, say)."""
+    if isinstance(value, Tracer) and not value.interpreter.active:
+        raise errors.LeakedTracerError(
+            f"a traced value {value.aval} was used after its trace ended (at {where_text(user_source())}); "
+            "return values from the traced function instead of storing them in globals")
+
+
 # -- concrete values ---------------------------------------------------------------------
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .ad import zeros
-from .core import Interpreter, Tracer, aval_of, bind, current_interpreter, jvp_rules, set_interpreter
-from .errors import LeakedTracerError
+from .core import Interpreter, Tracer, aval_of, bind, check_alive, current_interpreter, jvp_rules, set_interpreter
 from .ir import Primitive
-from .source_info import annotate, current_adjoint_of, current_source, user_source, where_text
+from .source_info import annotate, current_adjoint_of, current_source
 
 
 class JVPTracer(Tracer):
@@ -52,10 +51,7 @@ class JVPInterpreter(Interpreter):
                 primals.append(arg.primal)
                 tangents.append(arg.tangent)
             else:  # a number, an array, or a value of another interpreter: its tangent is zero
-                if isinstance(arg, JVPTracer) and not arg.interpreter.active:
-                    raise LeakedTracerError(f"a traced value {arg.aval} was used after its trace ended "
-                                            f"(at {where_text(user_source())}); return values from the "
-                                            "traced function instead of storing them in globals")
+                check_alive(arg)
                 primals.append(arg)
                 tangents.append(None)
         with set_interpreter(self.prev_interpreter), annotate(current_source(), current_adjoint_of()):

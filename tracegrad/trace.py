@@ -12,7 +12,7 @@ import numpy as np
 
 from . import errors
 from .core import (INT64_MAX, INT64_MIN, Interpreter, Tracer, abstract_eval_rules, as_traceable_array,
-                   dtype_name, impl_rules, integer_overflow, set_interpreter)
+                   check_alive, dtype_name, impl_rules, integer_overflow, set_interpreter)
 from .ir import Aval, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .passes import eliminate_dead_code
 from .primitives import broadcast_to_p
@@ -134,13 +134,6 @@ def fold(primitive: Primitive, inputs: list[Literal], params: dict):
     values = [np.float64(x.value) if type(x.value) is float else x.value for x in inputs]
     with np.errstate(all="ignore"):
         return impl_rules[primitive](*values, **params)
-
-
-def check_alive(tracer: Tracer) -> None:
-    if not tracer.interpreter.active:
-        raise errors.LeakedTracerError(
-            f"a traced value {tracer.aval} was used after its trace ended (at {where_text(user_source())}); "
-            "return values from the traced function instead of storing them in globals")
 
 
 @contextlib.contextmanager
