@@ -11,6 +11,7 @@ join the enclosing trace: nothing is compiled or inlined.
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import re
 import threading
@@ -39,8 +40,10 @@ trace_count = 0  # how many times a user function was traced; the tests count th
 
 def leaf_aval(leaf) -> Aval:
     kind = type(leaf)
-    if kind is float or kind is int:
+    if kind is float:
         return Aval(())
+    if kind is int:  # traced as an integer, as jax.jit traces a Python int: x[i] indexes
+        return Aval((), "i64")
     if kind is np.ndarray:
         return Aval(leaf.shape, dtype_name(leaf.dtype))
     if isinstance(leaf, Tracer):
@@ -82,7 +85,7 @@ def prepare_leaf(leaf):
         return as_traceable_array(leaf) if leaf.ndim else as_traceable_array(leaf).item()
     if kind is bool or kind is np.bool_:
         return bool(leaf)
-    if isinstance(leaf, np.integer):
+    if kind is int or isinstance(leaf, np.integer):
         return int(leaf)
     return float(leaf)
 
@@ -107,7 +110,7 @@ def python_value(value):
 
 def function_text(fun: Callable) -> str:
     """`name (file:line)` of a Python function, for error messages."""
-    code = getattr(fun, "__code__", None)
+    code = getattr(inspect.unwrap(fun), "__code__", None)
     where = f" (defined at {code.co_filename}:{code.co_firstlineno})" if code else ""
     return f"{getattr(fun, '__name__', 'the function')}{where}"
 
@@ -555,13 +558,13 @@ class Transformed:
             bound = signature.bind(*args, **kwargs)
         except (TypeError, ValueError) as error:
             raise TypeError(f"{function_text(self.fun)}: {error} (at {where_text(user_source())})") from None
-        if bound.kwargs:  # a keyword-only parameter, or one after a skipped default: fill the defaults in
+        if bound.kwargs:  # a parameter after a skipped default: fill the defaults in
             names = list(signature.parameters)
-            last = max(names.index(name) for name in kwargs)
+            last = max(names.index(name) if name in names else len(names) for name in kwargs)
             bound.apply_defaults()
             if bound.kwargs or len(bound.args) <= last:
-                raise TypeError(f"{function_text(self.fun)} takes {sorted(bound.kwargs)} as keyword-only "
-                                "arguments, which tracegrad's transformations cannot pass yet; give them a position "
+                raise TypeError(f"{function_text(self.fun)} takes {sorted(bound.kwargs)} as **kwargs, which "
+                                "tracegrad's transformations cannot pass; give them names and positions "
                                 f"or close over them (at {where_text(user_source())})")
             return bound.args[:last + 1]
         return bound.args
@@ -601,6 +604,56 @@ class Lowered:
 _transforms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_positional_forms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def positional_form(fun: Callable) -> Callable:
+    """`fun` with its keyword-only parameters made positional ones after the others, so that the
+    transformations, which pass arguments by position, can pass them (by keyword too): `fun`
+    itself when it has none. One form per function, so its transformations are shared."""
+    try:
+        form = _positional_forms.get(fun)
+    except TypeError:  # not weakly referenceable
+        form = None
+    if form is not None:
+        return form
+    try:
+        signature = inspect.signature(fun)
+    except (TypeError, ValueError):  # a builtin without a signature: positional only
+        return fun
+    kinds = [p.kind for p in signature.parameters.values()]
+    if inspect.Parameter.KEYWORD_ONLY not in kinds:
+        return fun
+    if inspect.Parameter.VAR_POSITIONAL in kinds or inspect.Parameter.VAR_KEYWORD in kinds:
+        raise TypeError(f"{function_text(fun)} has keyword-only parameters and *args or **kwargs, which "
+                        "tracegrad's transformations cannot pass; give its parameters names and positions "
+                        f"(at {where_text(user_source())})")
+    positional = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword_only = [p.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in signature.parameters.values()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    try:
+        form_signature = signature.replace(parameters=positional + keyword_only)
+    except ValueError:  # a keyword-only parameter without a default after a positional one with a default
+        raise TypeError(f"{function_text(fun)} has a keyword-only parameter without a default after a "
+                        "parameter with one, which tracegrad's transformations cannot pass by position; "
+                        f"give it a default or a position (at {where_text(user_source())})") from None
+    names = [p.name for p in keyword_only]
+
+    @functools.wraps(fun)
+    def form(*args):
+        bound = form_signature.bind(*args)
+        bound.apply_defaults()
+        values = bound.args
+        return fun(*values[:len(positional)], **dict(zip(names, values[len(positional):])))
+
+    form.__signature__ = form_signature
+    try:
+        _positional_forms[fun] = form
+    except TypeError:
+        pass
+    return form
+
+
 def transformed(fun: Callable, options: tuple, make: Callable[[Config], Transformed]) -> Transformed:
     """One Transformed per (function, options, settings), so `tg.grad(f)(x)` in a loop traces once."""
     try:
@@ -629,7 +682,12 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
     wrt = []
     for argnum in argnums:
         for index in signature.leaf_range(argnum):
-            aval = leaf_aval(signature.leaves[index])
+            leaf = signature.leaves[index]
+            aval = leaf_aval(leaf)
+            if type(leaf) is int:
+                raise errors.NonDifferentiableArgumentError(
+                    f"argument {argnum} holds the Python int {leaf} (at {where_text(user_source())}); gradients "
+                    f"are taken only with respect to float values, as in JAX: pass {float(leaf)!r}")
             if aval.dtype != "f64":
                 raise errors.NonDifferentiableArgumentError(
                     f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source())}); "
@@ -699,6 +757,7 @@ def grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = Fals
     same shape for an array, nested tuples/lists/dicts alike. With `has_aux`, `fun` returns
     `(output, aux)` and the result is `(gradient, aux)`.
     """
+    fun = positional_form(fun)
     options = ("grad", argnums, has_aux)
     return transformed(fun, options, lambda settings: Transformed(
         fun, gradient_transformation(fun, argnums, has_aux, False, settings), generated_name("grad", fun), settings))
@@ -706,6 +765,7 @@ def grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = Fals
 
 def value_and_grad(fun: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bool = False) -> Callable:
     """Like `grad`, but returns `(value, gradient)`, or `((value, aux), gradient)` with `has_aux`."""
+    fun = positional_form(fun)
     options = ("value_and_grad", argnums, has_aux)
     return transformed(fun, options, lambda settings: Transformed(
         fun, gradient_transformation(fun, argnums, has_aux, True, settings), generated_name("value_and_grad", fun),
@@ -724,6 +784,7 @@ def jit(fun: Callable, static_argnums: int | tuple[int, ...] = (), static_argnam
     keyword. `jit(fun).lower(*args)` gives the program (`.ir`) and its generated `.source`.
     Inside another transformation, `jit(fun)` is `fun`.
     """
+    fun = positional_form(fun)
     static = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
     names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
     if names:
@@ -809,6 +870,7 @@ def vmap(fun: Callable, in_axes=0, out_axes=0) -> Callable:
     batching rule), so `tg.vmap(tg.grad(loss), in_axes=(None, 0, 0))` gives per-example gradients
     in one compiled program. Traced and compiled once per signature, as `tg.jit`.
     """
+    fun = positional_form(fun)
     if not isinstance(out_axes, int):
         raise TypeError(f"vmap's out_axes must be an int (at {where_text(user_source())})")
 
@@ -851,8 +913,9 @@ def leaf_axes(in_axes, args: tuple) -> list:
     if in_axes is None or isinstance(in_axes, int):
         return [in_axes] * len(tree_flatten(args)[0])
     if not isinstance(in_axes, (tuple, list)) or len(in_axes) != len(args):
-        raise ValueError(f"vmap's in_axes must be an int, None, or one entry per positional argument "
-                         f"({len(args)}), got {in_axes!r} (at {where_text(user_source())})")
+        raise ValueError(f"vmap's in_axes must be an int, None, or one entry per argument ({len(args)}, "
+                         "keyword arguments and defaults before the last one given counted in their positions), "
+                         f"got {in_axes!r} (at {where_text(user_source())})")
     return [axis for arg, axes in zip(args, in_axes) for axis in axes_over(arg, axes)]
 
 
@@ -885,11 +948,50 @@ def repeated(value, size: int):
 def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
     """`(fun(*primals), f_jvp)` with `f_jvp(*tangents)` the JVP of `fun` at `primals`, as `jax.linearize`.
 
-    Each `f_jvp` call runs `tg.jvp` (compiled once for the signature), which computes `fun`'s
-    values again with the tangents; JAX's linearize stores them instead.
+    The forward-mode program is split in two, as `vjp` splits reverse mode's: the part that does
+    not read the tangents runs now, once, and keeps the values the other part needs; each `f_jvp`
+    call runs only that other part, linear in the tangents (both compiled). Tangents have the
+    primals' structure; those of integer leaves are ignored.
     """
-    out = jit(fun)(*primals)
-    return out, lambda *tangents: jvp(fun, primals, tangents)[1]
+    if tracing():  # inside another transformation, all of it is staged there anyway
+        return jit(fun)(*primals), lambda *tangents: jvp(fun, primals, tangents)[1]
+    signature = Signature.of(primals)
+    leaves, n = signature.leaves, len(signature.leaves)
+    wrt = [i for i, x in enumerate(leaves) if leaf_aval(x).dtype == "f64"]
+    flat = Flattened(fun, (), signature)
+
+    def joint(*values):  # (primals, tangents of the float leaves) -> (outputs, output tangents)
+        tangents = [None] * n
+        for index, tangent in zip(wrt, values[n:]):
+            tangents[index] = tangent
+        outputs, out_tangents = forward.jvp(flat, list(values[:n]), tangents)
+        return list(outputs) + list(out_tangents)
+
+    settings = config.snapshot()
+    closed = trace.trace_flat(joint, [leaf_aval(x) for x in leaves] + [leaf_aval(leaves[i]) for i in wrt])
+    n_outputs = len(closed.program.outputs) // 2
+    now, linear = ad.split_forward_backward(closed, n, n_outputs)
+    flat_list = lambda count: TreeDef((list, None, (LEAF,) * count), count)
+    results = Compiled(now, flat_list(len(now.program.outputs)), generated_name("linearize", flat.fun),
+                       settings).for_signature(leaves)(leaves)
+    outputs, residuals = results[:n_outputs], results[n_outputs:]
+    pushforward = Compiled(linear, flat_list(n_outputs), generated_name("linearized", flat.fun), settings)
+    primal_tree = tuple_tree(*signature.treedefs)
+
+    def f_jvp(*tangents):
+        tangent_leaves, tree = tree_flatten(tangents)
+        if tree != primal_tree:
+            raise errors.TreeStructureError(f"linearize: tangents {tree} differ in structure from the primals "
+                                            f"{primal_tree} (at {where_text(user_source())})")
+        for index in wrt:
+            if np.shape(tangent_leaves[index]) != np.shape(leaves[index]):
+                raise errors.ShapeError(f"linearize: a tangent of shape {np.shape(tangent_leaves[index])} for a "
+                                        f"primal of shape {np.shape(leaves[index])} (at {where_text(user_source())})")
+        values = list(residuals) + [prepare_leaf(tangent_leaves[i]) if np.ndim(leaves[i]) == 0
+                                    else as_traceable_array(tangent_leaves[i]) for i in wrt]
+        return tree_unflatten(flat.tree, pushforward.for_signature(values)(values))
+
+    return tree_unflatten(flat.tree, outputs), f_jvp
 
 
 # -- vjp ---------------------------------------------------------------------------------

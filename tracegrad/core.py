@@ -153,6 +153,11 @@ def conversion_error(aval: Aval, wanted: str) -> errors.TracerConversionError:
         advice = ("Python `if`, `while`, `and`, `or` and `not` cannot branch on a traced value. "
                   "Use tnp.where(condition, x, y) to choose between values, or make the value a static "
                   "argument with tg.jit(fun, static_argnums=...).")
+    elif wanted == "int" and aval.dtype == "i64":
+        advice = ("An int argument of a transformed function is traced, as in jax.jit: it can index an "
+                  "array (x[i]) and take part in arithmetic, but `range(n)` and int() need a concrete "
+                  "number. Make it static (tg.jit(fun, static_argnums=...) or static_argnames=...), "
+                  "close over it (functools.partial(fun, n=n)), or loop with tg.fori_loop.")
     else:
         advice = (f"{wanted}() and the functions of Python's `math` module need a concrete number. "
                   "Use tracegrad.numpy instead: tnp.sin(x) for math.sin(x), tnp.exp(x) for math.exp(x), "

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import ad, errors, forward
-from .api import Transformed, generated_name, jit_transform, normalize_argnums, transformed
+from .api import Transformed, generated_name, jit_transform, normalize_argnums, positional_form, transformed
 from .batching import batch
 from .core import aval_of, bind
 from .primitives import broadcast_to_p, eq_p, reshape_p, transpose_p, where_p
@@ -78,6 +78,8 @@ def assemble(blocks: dict, out_leaves, out_tree, in_leaves, in_tree, argnums):
 
 
 def jacobian_transformation(kind: str, fun: Callable, argnums, has_aux: bool) -> Transformed:
+    fun = positional_form(fun)
+
     def jacobian_at(*args):
         in_leaves, in_tree, flat_fun, found = split_args(fun, args, argnums, has_aux)
         columns = jacobian_by_columns if kind == "jacfwd" else jacobian_by_rows

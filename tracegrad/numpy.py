@@ -224,8 +224,7 @@ def getitem(x, index):
         if builtins.any(item.aval.dtype != "i64" for item in traced):
             raise IndexingError(
                 f"an index must be an integer, not a traced {traced[0].aval} (at {where_text(user_source())}); "
-                "a Python int argument of a transformed function is traced as a float: pass the index as "
-                "np.array(i) (an int64 value) or as a static argument (static_argnums)")
+                "pass an int (a Python int or an int64 array) or a static argument (static_argnums)")
         if not builtins.all(isinstance(item, Tracer) and item.ndim == 0 for item in index[:len(traced)]):
             raise IndexingError(f"tracegrad indexes with traced integers on the leading axes only "
                                 f"(at {where_text(user_source())})")

@@ -13,7 +13,8 @@ import numpy as np
 
 from .core import abstract_eval_rules, impl_rules
 from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Program, Var
-from .primitives import broadcast_to_p, div_p, mul_p, pow_p, reduce_sum_p, reshape_p, stop_gradient_p, transpose_p
+from .primitives import (broadcast_to_p, div_p, eq_p, matmul_p, mul_p, pow_p, reduce_sum_p, reshape_p,
+                         stop_gradient_p, transpose_p, where_p)
 
 PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
 
@@ -60,6 +61,8 @@ class Rewriter:
         self.closed = closed
         self.replaced: dict[Var, Atom] = {}
         self.ops: list[Op] = []
+        self.producer: dict[Var, Op] = {}  # of each Var made by an op kept so far
+        self.const_values = dict(zip(closed.program.constvars, closed.consts))
 
     def inputs(self, op: Op) -> tuple[Atom, ...]:
         replaced = self.replaced
@@ -67,12 +70,22 @@ class Rewriter:
 
     def keep(self, old: Op, primitive: Primitive, inputs: tuple, params=None) -> None:
         params = old.params if params is None else params
-        self.ops.append(Op(primitive, inputs, old.outs, params, old.source, old.adjoint_of))
+        self.append(Op(primitive, inputs, old.outs, params, old.source, old.adjoint_of))
 
-    def add(self, old: Op, primitive: Primitive, inputs: tuple) -> Var:
+    def append(self, op: Op) -> None:
+        self.ops.append(op)
+        for out in op.outs:
+            self.producer[out] = op
+
+    def made_by(self, atom: Atom, primitive: Primitive) -> Op | None:
+        """The op that made `atom`, if it is a `primitive` op."""
+        op = self.producer.get(atom) if type(atom) is Var else None
+        return op if op is not None and op.primitive is primitive else None
+
+    def add(self, old: Op, primitive: Primitive, inputs: tuple, params=()) -> Var:
         """A new op before `old`'s own, with its source."""
-        out = Var(abstract_eval_rules[primitive](*(x.aval for x in inputs)))
-        self.ops.append(Op(primitive, inputs, out, (), old.source, old.adjoint_of))
+        out = Var(abstract_eval_rules[primitive](*(x.aval for x in inputs), **dict(params)))
+        self.append(Op(primitive, inputs, out, params, old.source, old.adjoint_of))
         return out
 
     def program(self) -> ClosedProgram:
@@ -99,6 +112,8 @@ def simplify(closed: ClosedProgram) -> ClosedProgram:
             if kept_input is not None:
                 rewriter.replaced[op.out] = kept_input
                 continue
+        if op.primitive.elementwise and on_data_axes(rewriter, op, inputs):
+            continue
         rewrite = REWRITES.get(op.primitive)
         if rewrite is None or not rewrite(rewriter, op, inputs):
             rewriter.keep(op, op.primitive, inputs)
@@ -141,13 +156,125 @@ def without_stop_gradient(rewriter: Rewriter, op: Op, inputs) -> bool:
 
 
 def without_same_shape(rewriter: Rewriter, op: Op, inputs) -> bool:
-    """A reshape, broadcast or transpose that leaves its operand as it is (vmap's batch of one
-    example, a Jacobian's square reshape) is its operand."""
-    x = inputs[0]
-    if x.aval != op.out.aval or (op.primitive is transpose_p and op.param["perm"] != tuple(range(x.aval.ndim))):
+    """A broadcast that leaves its operand as it is (vmap's batch of one example) is its operand."""
+    if inputs[0].aval != op.out.aval:
         return False
-    rewriter.replaced[op.out] = x
+    rewriter.replaced[op.out] = inputs[0]
     return True
+
+
+def reshaped(rewriter: Rewriter, op: Op, x: Atom) -> bool:
+    """`op`'s result as `x` reshaped (from the operand of `x`'s own reshape, so no reshape reads
+    another): `x` itself when its shape is already the result's."""
+    x = without_reshape(rewriter, x)
+    if x.aval == op.out.aval:
+        rewriter.replaced[op.out] = x
+    else:
+        rewriter.keep(op, reshape_p, (x,), (("shape", op.out.aval.shape),))
+    return True
+
+
+def without_reshape(rewriter: Rewriter, x: Atom) -> Atom:
+    """The operand of the reshape that made `x`, or `x`."""
+    inner = rewriter.made_by(x, reshape_p)
+    return x if inner is None else inner.inputs[0]
+
+
+def reshape_to(rewriter: Rewriter, op: Op, x: Atom, shape: tuple[int, ...]) -> Atom:
+    """`x` reshaped to `shape` by a new op before `op` (none when it has that shape already)."""
+    x = x if x.aval.shape == shape else without_reshape(rewriter, x)
+    return x if x.aval.shape == shape else rewriter.add(op, reshape_p, (x,), (("shape", shape),))
+
+
+def on_data_axes(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """An elementwise op whose result has axes of length 1 among others (vmap's and the Jacobians'
+    layouts), and which reads an array without them reshaped to have them, computes on its
+    operands without them, so that it fuses into one loop with the ops around it that have none;
+    its result is reshaped back (and the next such op reads the smaller array in turn)."""
+    shape = op.out.aval.shape
+    data_axes = [axis for axis, length in enumerate(shape) if length != 1]
+    if not data_axes or len(data_axes) == len(shape):
+        return False
+    squeezed = tuple(shape[axis] for axis in data_axes)
+    if not any(without_reshape(rewriter, x).aval.shape == squeezed for x in inputs if isinstance(x, Var)):
+        return False  # no operand is a reshape of an array without those axes: nothing to gain
+    operands = []
+    for x in inputs:
+        if x.aval.shape == ():
+            operands.append(x)
+            continue
+        padded = (1,) * (len(shape) - x.aval.ndim) + x.aval.shape  # as broadcasting aligns it
+        operands.append(reshape_to(rewriter, op, x, tuple(padded[axis] for axis in data_axes)))
+    smaller = rewriter.add(op, op.primitive, tuple(operands), op.params)
+    rewriter.keep(op, reshape_p, (smaller,), (("shape", shape),))
+    return True
+
+
+def simpler_reshape(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """A reshape to the operand's own shape is the operand; a reshape of a reshape is one reshape."""
+    x = inputs[0]
+    if rewriter.made_by(x, reshape_p) is None and x.aval != op.out.aval:
+        return False
+    return reshaped(rewriter, op, x)
+
+
+def simpler_transpose(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """Transposes as few and as small as they can be: a transpose of a transpose is one; a transpose
+    that moves only axes of length 1 moves no data and is a reshape; any other transpose of an
+    array with axes of length 1 (vmap's and the Jacobians' layouts) transposes the array without
+    them; an identity matrix is its own transpose."""
+    x, perm = inputs[0], op.param["perm"]
+    inner = rewriter.made_by(x, transpose_p)
+    if inner is not None:
+        x, perm = inner.inputs[0], tuple(inner.param["perm"][axis] for axis in perm)
+    shape = x.aval.shape
+    moved = [axis for axis in perm if shape[axis] != 1]  # the axes holding data, in their new order
+    if moved == sorted(moved) or is_identity(rewriter, x):
+        return reshaped(rewriter, op, x)
+    if len(non_unit(shape)) < len(shape):  # transpose the array without its axes of length 1
+        source = rewriter.made_by(x, reshape_p)
+        if source is not None and is_identity(rewriter, source.inputs[0]):
+            return reshaped(rewriter, op, source.inputs[0])
+        smaller = reshape_to(rewriter, op, x, non_unit(shape))
+        data_axes = [axis for axis, length in enumerate(shape) if length != 1]
+        smaller_perm = tuple(data_axes.index(axis) for axis in moved)
+        x = rewriter.add(op, transpose_p, (smaller,), (("perm", smaller_perm),))
+        return reshaped(rewriter, op, x)
+    if inner is None:
+        return False
+    rewriter.keep(op, transpose_p, (x,), (("perm", perm),))
+    return True
+
+
+def non_unit(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(length for length in shape if length != 1)
+
+
+def is_identity(rewriter: Rewriter, x: Atom) -> bool:
+    """Whether `x` is an identity matrix made as the Jacobians' basis makes it:
+    `where(arange(n)[:, None] == arange(n)[None, :], 1.0, 0.0)`."""
+    select = rewriter.made_by(x, where_p)
+    if select is None or x.aval.ndim != 2 or x.aval.shape[0] != x.aval.shape[1]:
+        return False
+    condition, one, zero = select.inputs
+    comparison = rewriter.made_by(condition, eq_p)
+    if not (isinstance(one, Literal) and one.value == 1 and isinstance(zero, Literal) and zero.value == 0
+            and comparison is not None and all(a in rewriter.const_values for a in comparison.inputs)):
+        return False
+    n = x.aval.shape[0]
+    rows, columns = (rewriter.const_values[a] for a in comparison.inputs)
+    return ((np.array_equal(rows, np.arange(n).reshape(n, 1)) and np.array_equal(columns, np.arange(n).reshape(1, n)))
+            or (np.array_equal(rows, np.arange(n).reshape(1, n)) and np.array_equal(columns, np.arange(n).reshape(n, 1))))
+
+
+def product_with_identity(rewriter: Rewriter, op: Op, inputs) -> bool:
+    """`x @ I` and `I @ x` are `x` (forward-mode Jacobians multiply by the identity they start from)."""
+    x, y = inputs
+    for identity, other in ((y, x), (x, y)):
+        if other.aval == op.out.aval and is_identity(rewriter, identity):
+            rewriter.replaced[op.out] = other
+            return True
+    return False
 
 
 def sum_of_ones_as_reshape(rewriter: Rewriter, op: Op, inputs) -> bool:
@@ -160,8 +287,9 @@ def sum_of_ones_as_reshape(rewriter: Rewriter, op: Op, inputs) -> bool:
 
 
 # rewrites of single ops, keyed by primitive: each returns whether it replaced the op
-REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient, reshape_p: without_same_shape,
-            broadcast_to_p: without_same_shape, transpose_p: without_same_shape, reduce_sum_p: sum_of_ones_as_reshape}
+REWRITES = {pow_p: power_as_products, stop_gradient_p: without_stop_gradient, reshape_p: simpler_reshape,
+            broadcast_to_p: without_same_shape, transpose_p: simpler_transpose, reduce_sum_p: sum_of_ones_as_reshape,
+            matmul_p: product_with_identity}
 
 
 def eliminate_common_subexpressions(closed: ClosedProgram) -> ClosedProgram:

@@ -21,17 +21,17 @@ from .ir import Literal, Primitive, Program
 from .lowering import rule_for
 
 TAPE_MIN_OPS = 5000  # below this, compiling the statements (~1 ms each) pays for itself soon
-SLOT_DTYPES = {"f64", "bool"}  # stored as float64: exact for both
+SLOT_DTYPES = {"f64", "i64", "bool"}  # stored as float64: exact for bools and for integers up to 2**53
 
 
 def fits_tape(program: Program) -> bool:
-    """Whether `program` is long and made only of elementwise ops on float and bool scalars."""
+    """Whether `program` is long and made only of elementwise ops on float, int and bool scalars."""
     if len(program.ops) < TAPE_MIN_OPS or program.constvars:
         return False
 
     def scalar(atom) -> bool:
         if isinstance(atom, Literal):
-            return type(atom.value) in (float, bool)
+            return type(atom.value) in (float, int, bool)
         return atom.aval.shape == () and atom.aval.dtype in SLOT_DTYPES
 
     return (all(scalar(v) for v in program.inputs + program.outputs)
@@ -99,8 +99,8 @@ def tape_source(program: Program, name: str, statement, atom_text) -> str:
     lines.append(f"    values = {name}_START.copy()")
     lines += [f"    values[{s}] = {atom_text(v)}" for s, v in zip(input_slots, program.inputs)]
     lines.append(f"    {run}({name}_TAPE, values)")
-    results = [atom_text(x) if isinstance(x, Literal)
-               else f"bool(values[{slots[x]}] != 0.0)" if x.aval.dtype == "bool" else f"float(values[{slots[x]}])"
+    as_python = {"f64": "float({})", "i64": "int({})", "bool": "bool({} != 0.0)"}
+    results = [atom_text(x) if isinstance(x, Literal) else as_python[x.aval.dtype].format(f"values[{slots[x]}]")
                for x in program.outputs]
     lines.append(f"    return ({''.join(r + ', ' for r in results)})")
     return "\n".join(lines) + "\n"
