@@ -493,7 +493,7 @@ def execute(source: str, name: str) -> tuple[str, dict]:
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     filename = f"<tracegrad {name} {digest}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"np": np, "__name__": f"tracegrad_generated_{digest}"}
+    namespace = {"np": np, "math": math, "__name__": f"tracegrad_generated_{digest}"}  # math: erf
     if "numba." in source:
         import numba
 

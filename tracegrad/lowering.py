@@ -34,10 +34,13 @@ import numpy as np
 from .control_flow import cond_p, scan_p, while_p
 from .custom import checkpoint_call_p, custom_jvp_call_p, custom_vjp_call_p
 from .ir import Op, Primitive
-from .primitives import (abs_p, add_p, broadcast_to_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p,
-                         log_p, lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, optimization_barrier_p,
-                         pad_p, pow_p, reduce_max_p, reduce_sum_p, reshape_p, scatter_add_p, sign_p, sin_p,
-                         slice_p, sqrt_p, stop_gradient_p, sub_p, tanh_p, transpose_p, where_p)
+from .primitives import (abs_p, add_p, and_p, arccos_p, arccosh_p, arcsin_p, arcsinh_p, arctan2_p, arctan_p,
+                         arctanh_p, argmax_p, argsort_p, batch_matmul_p, broadcast_to_p, cbrt_p, ceil_p, convert_p,
+                         cos_p, cosh_p, cumsum_p, div_p, eq_p, erf_p, exp2_p, exp_p, expm1_p, floor_divide_p, floor_p,
+                         gather_p, ge_p, gt_p, hypot_p, invert_p, le_p, log1p_p, log2_p, log10_p, log_p, lt_p,
+                         matmul_p, maximum_p, minimum_p, mod_p, mul_p, ne_p, neg_p, optimization_barrier_p, or_p,
+                         pad_p, pow_p, reduce_max_p, reduce_sum_p, reshape_p, rint_p, scatter_add_p, sign_p, sin_p,
+                         sinh_p, slice_p, sqrt_p, stop_gradient_p, sub_p, tan_p, tanh_p, transpose_p, where_p, xor_p)
 from .source_info import where_text
 
 Emit = str | Callable[[str, list[str], Op], str | list[str]]
@@ -107,6 +110,56 @@ rules[le_p] = elementwise("{0} <= {1}")
 rules[eq_p] = elementwise("{0} == {1}")
 rules[ne_p] = elementwise("{0} != {1}")
 
+
+# NumPy's other ufuncs, which numba also has for scalars and arrays
+for _primitive in (log1p_p, expm1_p, log2_p, log10_p, exp2_p, tan_p, arcsin_p, arccos_p, arctan_p, sinh_p, cosh_p,
+                   arcsinh_p, arccosh_p, arctanh_p, cbrt_p):
+    rules[_primitive] = elementwise(f"np.{_primitive.name}({{0}})", simd_ufunc=f"np.{_primitive.name}", libm_call=True)
+rules[arctan2_p] = elementwise("np.arctan2({0}, {1})", libm_call=True)
+rules[hypot_p] = elementwise("np.hypot({0}, {1})", libm_call=True)
+rules[mod_p] = elementwise("np.mod({0}, {1})")
+rules[floor_divide_p] = elementwise("np.floor_divide({0}, {1})")
+rules[floor_p] = elementwise("np.floor({0})")
+rules[ceil_p] = elementwise("np.ceil({0})")
+rules[rint_p] = elementwise("np.rint({0})")
+rules[and_p] = elementwise("{0} & {1}")
+rules[or_p] = elementwise("{0} | {1}")
+rules[xor_p] = elementwise("{0} ^ {1}")
+rules[invert_p] = elementwise("np.invert({0})")  # logical `not` on booleans, in NumPy and numba
+
+
+def emit_erf(out: str, ins: list[str], op: Op):
+    # math.erf takes one number (NumPy has no erf ufunc): a flat loop over an array
+    shape = op.out.aval.shape
+    if shape == ():
+        return f"math.erf({ins[0]})"
+    size = int(np.prod(shape))
+    return [f"{out}_x = np.ascontiguousarray({ins[0]}).reshape({size})",
+            f"{out}_flat = np.empty({size}, np.float64)",
+            f"for _i0 in range({size}):",
+            f"    {out}_flat[_i0] = math.erf({out}_x[_i0])",
+            f"{out} = {out}_flat.reshape({shape})"]
+
+
+def numpy_erf(out: str, ins: list[str], op: Op):
+    if op.out.aval.shape == ():
+        return f"math.erf({ins[0]})"
+    return f"np.vectorize(math.erf, otypes=[np.float64])({ins[0]})"
+
+
+rules[erf_p] = Lowering(emit_erf, numpy_statement=numpy_erf, element="math.erf({0})", libm_call=True)
+
+
+def emit_convert(out: str, ins: list[str], op: Op):
+    dtype = op.param["dtype"]
+    if dtype == "bool":
+        return f"{ins[0]} != 0"
+    if op.out.aval.shape == ():
+        return f"{numpy_dtype(dtype)}({ins[0]})"
+    return f"{ins[0]}.astype({numpy_dtype(dtype)})"
+
+
+rules[convert_p] = Lowering(emit_convert)
 
 def emit_where(out: str, ins: list[str], op: Op):
     shape = op.out.aval.shape
@@ -186,6 +239,56 @@ rules[reduce_max_p] = Lowering(lambda out, ins, op: emit_reduction(out, ins, op,
                                numpy_statement="np.max({0}, axis={axes})")
 
 
+
+def axis_blocks(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """The sizes of the axes before `axis`, of `axis`, and of those after: x as (before, n, after)."""
+    return int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
+
+
+def emit_along_axis(out: str, ins: list[str], op: Op, call: str, dtype: str, keeps_axis: bool) -> list[str]:
+    """`call` (a function of one 1-d lane, like np.argmax) on each lane of x along the op's axis."""
+    before, n, after = axis_blocks(op.inputs[0].aval.shape, op.param["axis"])
+    result = f"np.empty(({before}, {n}, {after}), {dtype})" if keeps_axis else f"np.empty(({before}, {after}), {dtype})"
+    target = f"{out}_all[_i0, :, _i1]" if keeps_axis else f"{out}_all[_i0, _i1]"
+    return [f"{out}_in = np.ascontiguousarray({ins[0]}).reshape(({before}, {n}, {after}))",
+            f"{out}_all = {result}",
+            f"for _i0 in range({before}):",
+            f"    for _i1 in range({after}):",
+            f"        {target} = {call.format(f'{out}_in[_i0, :, _i1]')}",
+            f"{out} = {out}_all.reshape({op.out.aval.shape})"]
+
+
+rules[argmax_p] = Lowering(lambda out, ins, op: emit_along_axis(out, ins, op, "np.argmax({0})", "np.int64", False),
+                           numpy_statement="np.argmax({0}, axis={axis})")
+rules[argsort_p] = Lowering(
+    lambda out, ins, op: emit_along_axis(out, ins, op, "np.argsort({0}, kind='mergesort')", "np.int64", True),
+    numpy_statement="np.argsort({0}, axis={axis}, kind='stable')")
+
+
+def emit_cumsum(out: str, ins: list[str], op: Op) -> list[str]:
+    before, n, after = axis_blocks(op.inputs[0].aval.shape, op.param["axis"])
+    dtype = numpy_dtype(op.out.aval.dtype)
+    steps = f"range({n} - 1, -1, -1)" if op.param["reverse"] else f"range({n})"
+    return [f"{out}_in = np.ascontiguousarray({ins[0]}).reshape(({before}, {n}, {after}))",
+            f"{out}_all = np.empty(({before}, {n}, {after}), {dtype})",
+            f"for _i0 in range({before}):",
+            f"    for _i2 in range({after}):",
+            f"        {out}_total = {dtype}(0)",
+            f"        for _i1 in {steps}:",
+            f"            {out}_total += {out}_in[_i0, _i1, _i2]",
+            f"            {out}_all[_i0, _i1, _i2] = {out}_total",
+            f"{out} = {out}_all.reshape({op.out.aval.shape})"]
+
+
+def numpy_cumsum(out: str, ins: list[str], op: Op) -> str:
+    axis = op.param["axis"]
+    if op.param["reverse"]:
+        return f"np.flip(np.cumsum(np.flip({ins[0]}, {axis}), axis={axis}), {axis})"
+    return f"np.cumsum({ins[0]}, axis={axis})"
+
+
+rules[cumsum_p] = Lowering(emit_cumsum, numpy_statement=numpy_cumsum)
+
 def emit_reshape(out: str, ins: list[str], op: Op):
     shape = op.param["shape"]
     if op.inputs[0].aval.shape == ():
@@ -215,6 +318,16 @@ def emit_transpose(out: str, ins: list[str], op: Op):
 
 rules[transpose_p] = Lowering(emit_transpose, view=True)
 rules[matmul_p] = Lowering("{0} @ {1}", product=True)
+
+
+def emit_batch_matmul(out: str, ins: list[str], op: Op) -> list[str]:
+    b = op.out.aval.shape[0]
+    return [f"{out} = np.empty({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})",
+            f"for _i0 in range({b}):",
+            f"    {out}[_i0] = np.ascontiguousarray({ins[0]}[_i0]) @ np.ascontiguousarray({ins[1]}[_i0])"]
+
+
+rules[batch_matmul_p] = Lowering(emit_batch_matmul, numpy_statement="np.matmul({0}, {1})")
 
 # -- indexing ----------------------------------------------------------------------------------
 

@@ -23,11 +23,12 @@ entry in `tracegrad.lowering.rules`.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
 
-from .core import abstract_eval_rules, aval_of, batch_rules, bind, impl_rules, jvp_rules, vjp_rules
+from .core import NUMPY_DTYPES, abstract_eval_rules, aval_of, batch_rules, bind, impl_rules, jvp_rules, vjp_rules
 from .errors import ShapeError
 from .ir import DTYPES, Aval, Neutral, Primitive
 
@@ -283,6 +284,208 @@ vjp_rules[optimization_barrier_p] = lambda g, out, x: (g,)
 jvp_rules[optimization_barrier_p] = linear_jvp(optimization_barrier_p)
 batch_rules[optimization_barrier_p] = lambda values, batched, size: (bind(optimization_barrier_p, values[0]), True)
 
+# -- more elementwise functions (NumPy's ufuncs of one and two operands) -------------------------
+
+# log1p: log(1 + x), exact for tiny x; d/dx = 1 / (1 + x)
+log1p_p = Primitive("log1p", elementwise=True)
+abstract_eval_rules[log1p_p] = float_unary
+impl_rules[log1p_p] = np.log1p
+vjp_rules[log1p_p] = lambda g, out, x: (g / (1.0 + x),)
+jvp_rules[log1p_p] = elementwise_jvp(log1p_p, lambda out, x: 1.0 / (1.0 + x))
+batch_rules[log1p_p] = elementwise_batch(log1p_p)
+
+# expm1: e^x - 1, exact for tiny x; d/dx = e^x = out + 1
+expm1_p = Primitive("expm1", elementwise=True)
+abstract_eval_rules[expm1_p] = float_unary
+impl_rules[expm1_p] = np.expm1
+vjp_rules[expm1_p] = lambda g, out, x: (g * (out + 1.0),)
+jvp_rules[expm1_p] = elementwise_jvp(expm1_p, lambda out, x: out + 1.0)
+batch_rules[expm1_p] = elementwise_batch(expm1_p)
+
+# log2: d/dx = 1 / (x log 2)
+log2_p = Primitive("log2", elementwise=True)
+abstract_eval_rules[log2_p] = float_unary
+impl_rules[log2_p] = np.log2
+vjp_rules[log2_p] = lambda g, out, x: (g / (x * np.log(2.0)),)
+jvp_rules[log2_p] = elementwise_jvp(log2_p, lambda out, x: 1.0 / (x * np.log(2.0)))
+batch_rules[log2_p] = elementwise_batch(log2_p)
+
+# log10: d/dx = 1 / (x log 10)
+log10_p = Primitive("log10", elementwise=True)
+abstract_eval_rules[log10_p] = float_unary
+impl_rules[log10_p] = np.log10
+vjp_rules[log10_p] = lambda g, out, x: (g / (x * np.log(10.0)),)
+jvp_rules[log10_p] = elementwise_jvp(log10_p, lambda out, x: 1.0 / (x * np.log(10.0)))
+batch_rules[log10_p] = elementwise_batch(log10_p)
+
+# exp2: 2^x; d/dx = 2^x log 2
+exp2_p = Primitive("exp2", elementwise=True)
+abstract_eval_rules[exp2_p] = float_unary
+impl_rules[exp2_p] = np.exp2
+vjp_rules[exp2_p] = lambda g, out, x: (g * out * np.log(2.0),)
+jvp_rules[exp2_p] = elementwise_jvp(exp2_p, lambda out, x: out * np.log(2.0))
+batch_rules[exp2_p] = elementwise_batch(exp2_p)
+
+# tan: d/dx tan x = 1 + tan^2 x
+tan_p = Primitive("tan", elementwise=True)
+abstract_eval_rules[tan_p] = float_unary
+impl_rules[tan_p] = np.tan
+vjp_rules[tan_p] = lambda g, out, x: (g * (1.0 + out * out),)
+jvp_rules[tan_p] = elementwise_jvp(tan_p, lambda out, x: 1.0 + out * out)
+batch_rules[tan_p] = elementwise_batch(tan_p)
+
+# arcsin: d/dx = 1 / sqrt(1 - x^2)
+arcsin_p = Primitive("arcsin", elementwise=True)
+abstract_eval_rules[arcsin_p] = float_unary
+impl_rules[arcsin_p] = np.arcsin
+vjp_rules[arcsin_p] = lambda g, out, x: (g / bind(sqrt_p, 1.0 - x * x),)
+jvp_rules[arcsin_p] = elementwise_jvp(arcsin_p, lambda out, x: 1.0 / bind(sqrt_p, 1.0 - x * x))
+batch_rules[arcsin_p] = elementwise_batch(arcsin_p)
+
+# arccos: d/dx = -1 / sqrt(1 - x^2)
+arccos_p = Primitive("arccos", elementwise=True)
+abstract_eval_rules[arccos_p] = float_unary
+impl_rules[arccos_p] = np.arccos
+vjp_rules[arccos_p] = lambda g, out, x: (-g / bind(sqrt_p, 1.0 - x * x),)
+jvp_rules[arccos_p] = elementwise_jvp(arccos_p, lambda out, x: -1.0 / bind(sqrt_p, 1.0 - x * x))
+batch_rules[arccos_p] = elementwise_batch(arccos_p)
+
+# arctan: d/dx = 1 / (1 + x^2)
+arctan_p = Primitive("arctan", elementwise=True)
+abstract_eval_rules[arctan_p] = float_unary
+impl_rules[arctan_p] = np.arctan
+vjp_rules[arctan_p] = lambda g, out, x: (g / (1.0 + x * x),)
+jvp_rules[arctan_p] = elementwise_jvp(arctan_p, lambda out, x: 1.0 / (1.0 + x * x))
+batch_rules[arctan_p] = elementwise_batch(arctan_p)
+
+# sinh: d/dx sinh x = cosh x
+sinh_p = Primitive("sinh", elementwise=True)
+abstract_eval_rules[sinh_p] = float_unary
+impl_rules[sinh_p] = np.sinh
+vjp_rules[sinh_p] = lambda g, out, x: (g * bind(cosh_p, x),)
+jvp_rules[sinh_p] = elementwise_jvp(sinh_p, lambda out, x: bind(cosh_p, x))
+batch_rules[sinh_p] = elementwise_batch(sinh_p)
+
+# cosh: d/dx cosh x = sinh x
+cosh_p = Primitive("cosh", elementwise=True)
+abstract_eval_rules[cosh_p] = float_unary
+impl_rules[cosh_p] = np.cosh
+vjp_rules[cosh_p] = lambda g, out, x: (g * bind(sinh_p, x),)
+jvp_rules[cosh_p] = elementwise_jvp(cosh_p, lambda out, x: bind(sinh_p, x))
+batch_rules[cosh_p] = elementwise_batch(cosh_p)
+
+# arcsinh: d/dx = 1 / sqrt(x^2 + 1)
+arcsinh_p = Primitive("arcsinh", elementwise=True)
+abstract_eval_rules[arcsinh_p] = float_unary
+impl_rules[arcsinh_p] = np.arcsinh
+vjp_rules[arcsinh_p] = lambda g, out, x: (g / bind(sqrt_p, x * x + 1.0),)
+jvp_rules[arcsinh_p] = elementwise_jvp(arcsinh_p, lambda out, x: 1.0 / bind(sqrt_p, x * x + 1.0))
+batch_rules[arcsinh_p] = elementwise_batch(arcsinh_p)
+
+# arccosh: d/dx = 1 / (sqrt(x - 1) sqrt(x + 1)), which keeps its precision near x = 1
+arccosh_p = Primitive("arccosh", elementwise=True)
+abstract_eval_rules[arccosh_p] = float_unary
+impl_rules[arccosh_p] = np.arccosh
+vjp_rules[arccosh_p] = lambda g, out, x: (g / (bind(sqrt_p, x - 1.0) * bind(sqrt_p, x + 1.0)),)
+jvp_rules[arccosh_p] = elementwise_jvp(arccosh_p, lambda out, x: 1.0 / (bind(sqrt_p, x - 1.0) * bind(sqrt_p, x + 1.0)))
+batch_rules[arccosh_p] = elementwise_batch(arccosh_p)
+
+# arctanh: d/dx = 1 / (1 - x^2)
+arctanh_p = Primitive("arctanh", elementwise=True)
+abstract_eval_rules[arctanh_p] = float_unary
+impl_rules[arctanh_p] = np.arctanh
+vjp_rules[arctanh_p] = lambda g, out, x: (g / (1.0 - x * x),)
+jvp_rules[arctanh_p] = elementwise_jvp(arctanh_p, lambda out, x: 1.0 / (1.0 - x * x))
+batch_rules[arctanh_p] = elementwise_batch(arctanh_p)
+
+# erf: the error function (NumPy has none: math.erf per element); d/dx = 2/sqrt(pi) e^(-x^2)
+TWO_OVER_SQRT_PI = 2.0 / np.sqrt(np.pi)
+erf_p = Primitive("erf", elementwise=True)
+abstract_eval_rules[erf_p] = float_unary
+impl_rules[erf_p] = lambda x: np.float64(math.erf(x)) if np.ndim(x) == 0 else np.vectorize(math.erf, otypes=[np.float64])(x)
+vjp_rules[erf_p] = lambda g, out, x: (g * TWO_OVER_SQRT_PI * bind(exp_p, -(x * x)),)
+jvp_rules[erf_p] = elementwise_jvp(erf_p, lambda out, x: TWO_OVER_SQRT_PI * bind(exp_p, -(x * x)))
+batch_rules[erf_p] = elementwise_batch(erf_p)
+
+# cbrt: the real cube root (negative for negative x); d/dx = 1 / (3 cbrt(x)^2), inf at 0 as in JAX
+cbrt_p = Primitive("cbrt", elementwise=True)
+abstract_eval_rules[cbrt_p] = float_unary
+impl_rules[cbrt_p] = np.cbrt
+vjp_rules[cbrt_p] = lambda g, out, x: (g / (3.0 * out * out),)
+jvp_rules[cbrt_p] = elementwise_jvp(cbrt_p, lambda out, x: 1.0 / (3.0 * out * out))
+batch_rules[cbrt_p] = elementwise_batch(cbrt_p)
+
+# arctan2: the angle of the point (x, y), as np.arctan2(y, x); d/dy = x / (x^2 + y^2), d/dx = -y / (x^2 + y^2)
+arctan2_p = Primitive("arctan2", elementwise=True)
+abstract_eval_rules[arctan2_p] = float_binary("arctan2")
+impl_rules[arctan2_p] = np.arctan2
+vjp_rules[arctan2_p] = lambda g, out, y, x: (g * x / (x * x + y * y), -g * y / (x * x + y * y))
+jvp_rules[arctan2_p] = elementwise_jvp(arctan2_p, lambda out, y, x: x / (x * x + y * y),
+                                       lambda out, y, x: -y / (x * x + y * y))
+batch_rules[arctan2_p] = elementwise_batch(arctan2_p)
+
+# hypot: sqrt(x^2 + y^2) without overflow; d/dx = x / out, d/dy = y / out
+hypot_p = Primitive("hypot", elementwise=True)
+abstract_eval_rules[hypot_p] = float_binary("hypot")
+impl_rules[hypot_p] = np.hypot
+vjp_rules[hypot_p] = lambda g, out, x, y: (g * x / out, g * y / out)
+jvp_rules[hypot_p] = elementwise_jvp(hypot_p, lambda out, x, y: x / out, lambda out, x, y: y / out)
+batch_rules[hypot_p] = elementwise_batch(hypot_p)
+
+# mod: x % y with the sign of y, as NumPy's and Python's; d/dx = 1, d/dy = -floor(x / y), as in JAX
+mod_p = Primitive("mod", elementwise=True)
+abstract_eval_rules[mod_p] = arithmetic("mod")
+impl_rules[mod_p] = np.mod
+vjp_rules[mod_p] = lambda g, out, x, y: (g, -g * bind(floor_divide_p, x, y))
+jvp_rules[mod_p] = elementwise_jvp(mod_p, lambda out, x, y: 1.0, lambda out, x, y: -bind(floor_divide_p, x, y))
+batch_rules[mod_p] = elementwise_batch(mod_p)
+
+
+def rounding(name: str, ufunc, dtype_rule=float_unary) -> Primitive:
+    """A piecewise-constant function (floor, ceil, rint, x // y): zero gradient, so no cotangent flows back."""
+    primitive = Primitive(name, elementwise=True, differentiable=False)
+    abstract_eval_rules[primitive] = dtype_rule
+    impl_rules[primitive] = ufunc
+    batch_rules[primitive] = elementwise_batch(primitive)
+    return primitive
+
+
+floor_p = rounding("floor", np.floor)  # the largest integer <= x, as a float
+ceil_p = rounding("ceil", np.ceil)  # the smallest integer >= x, as a float
+rint_p = rounding("rint", np.rint)  # the nearest integer, halves to even (np.round's rule), as a float
+floor_divide_p = rounding("floor_divide", np.floor_divide, arithmetic("floor_divide"))  # floor(x / y), NumPy's //
+
+
+def bitwise(name: str, ufunc) -> Primitive:
+    """A bitwise operation on booleans or integers (logical on booleans): no cotangent flows."""
+    primitive = Primitive(name, elementwise=True, differentiable=False)
+    abstract_eval_rules[primitive] = arithmetic(name)
+    impl_rules[primitive] = ufunc
+    batch_rules[primitive] = elementwise_batch(primitive)
+    return primitive
+
+
+and_p = bitwise("and", np.bitwise_and)  # x & y
+or_p = bitwise("or", np.bitwise_or)  # x | y
+xor_p = bitwise("xor", np.bitwise_xor)  # x ^ y
+invert_p = bitwise("invert", np.invert)  # ~x: `not` for booleans
+
+
+def convert_impl(x, dtype: str):
+    target = NUMPY_DTYPES[dtype]
+    return target(x) if np.ndim(x) == 0 else np.asarray(x).astype(target)
+
+
+# convert: x.astype(dtype) between the IR's dtypes (float to int truncates toward zero, as NumPy's);
+# linear where both are floats, and an integer or boolean result carries no cotangent. Not marked
+# elementwise: its code depends on the dtype, which one element template cannot say
+convert_p = Primitive("convert")
+abstract_eval_rules[convert_p] = lambda x, dtype: Aval(x.shape, dtype)
+impl_rules[convert_p] = convert_impl
+vjp_rules[convert_p] = lambda g, out, x, dtype: (bind(convert_p, g, dtype=aval_of(x).dtype),)
+jvp_rules[convert_p] = linear_jvp(convert_p)
+batch_rules[convert_p] = elementwise_batch(convert_p)
+
 # -- comparisons and selection -----------------------------------------------------------
 
 
@@ -373,6 +576,45 @@ jvp_rules[reduce_max_p] = reduce_max_jvp
 batch_rules[reduce_max_p] = shifted_batch(reduce_max_p, lambda size, p: {"axes": tuple(a + 1 for a in p["axes"])})
 
 
+
+def along_axis(x: Aval, axis: int) -> Aval:
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of range for {x}")
+    return x
+
+
+# argmax: the index of the first largest element along `axis` (removed from the shape); an integer,
+# so no cotangent flows (tnp.argmin is argmax of -x)
+argmax_p = Primitive("argmax", differentiable=False)
+abstract_eval_rules[argmax_p] = lambda x, axis: Aval(reduced(along_axis(x, axis), (axis,)).shape, "i64")
+impl_rules[argmax_p] = lambda x, axis: np.argmax(x, axis=axis)
+batch_rules[argmax_p] = shifted_batch(argmax_p, lambda size, p: {"axis": p["axis"] + 1})
+
+# argsort: the indices that sort x along `axis`, equal elements in their order (a stable sort);
+# tnp.sort gathers x at them, so the cotangent of each sorted element goes to the element chosen
+argsort_p = Primitive("argsort", differentiable=False)
+abstract_eval_rules[argsort_p] = lambda x, axis: Aval(along_axis(x, axis).shape, "i64")
+impl_rules[argsort_p] = lambda x, axis: np.argsort(x, axis=axis, kind="stable")
+batch_rules[argsort_p] = shifted_batch(argsort_p, lambda size, p: {"axis": p["axis"] + 1})
+
+
+def cumsum_impl(x, axis: int, reverse: bool):
+    if reverse:
+        return np.flip(np.cumsum(np.flip(x, axis), axis=axis), axis)
+    return np.cumsum(x, axis=axis)
+
+
+# cumsum: running sums along `axis`, from the last element back when `reverse`; linear, so its
+# adjoint is the running sum of the cotangent the other way
+cumsum_p = Primitive("cumsum")
+abstract_eval_rules[cumsum_p] = lambda x, axis, reverse: Aval(along_axis(x, axis).shape,
+                                                              "i64" if x.dtype == "bool" else x.dtype)
+impl_rules[cumsum_p] = cumsum_impl
+vjp_rules[cumsum_p] = lambda g, out, x, axis, reverse: (bind(cumsum_p, g, axis=axis, reverse=not reverse),)
+jvp_rules[cumsum_p] = linear_jvp(cumsum_p)
+batch_rules[cumsum_p] = shifted_batch(cumsum_p, lambda size, p: {**p, "axis": p["axis"] + 1})
+
+
 def reshape_rule(x: Aval, shape):
     if x.size != int(np.prod(shape)):
         raise ShapeError(f"reshape: cannot reshape {x} into shape {shape}")
@@ -450,6 +692,44 @@ def matmul_batch(values, batched, size):
 
 
 batch_rules[matmul_p] = matmul_batch
+
+
+def batch_matmul_rule(x: Aval, y: Aval) -> Aval:
+    if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[1]:
+        raise ShapeError(f"batch_matmul: shapes {x} and {y} do not fit (need (b,n,k) @ (b,k,m))")
+    return Aval((x.shape[0], x.shape[1], y.shape[2]), promote(x, y))
+
+
+def swap_last(x):
+    return bind(transpose_p, x, perm=(0, 2, 1))
+
+
+# batch_matmul: (b,n,k) @ (b,k,m), one product per leading index; tnp.matmul broadcasts the leading
+# axes of operands of 3 or more axes and folds them into b
+batch_matmul_p = Primitive("batch_matmul")
+abstract_eval_rules[batch_matmul_p] = batch_matmul_rule
+impl_rules[batch_matmul_p] = np.matmul
+vjp_rules[batch_matmul_p] = lambda g, out, x, y: (bind(batch_matmul_p, g, swap_last(y)),
+                                                  bind(batch_matmul_p, swap_last(x), g))
+jvp_rules[batch_matmul_p] = lambda primals, tangents: (bind(batch_matmul_p, *primals), tangent_sum(
+    [bind(batch_matmul_p, t, y) for t, y in [(tangents[0], primals[1])] if t is not None]
+    + [bind(batch_matmul_p, x, t) for x, t in [(primals[0], tangents[1])] if t is not None],
+    batch_matmul_rule(aval_of(primals[0]), aval_of(primals[1])).shape))
+
+
+def batch_matmul_batch(values, batched, size):
+    # the examples and the products' own leading axis fold into one leading axis
+    b = next(aval_of(v).shape[1] if was else aval_of(v).shape[0] for v, was in zip(values, batched))
+    folded = []
+    for v, was in zip(values, batched):
+        shape = aval_of(v).shape
+        v = v if was else bind(broadcast_to_p, v, shape=(size,) + shape)
+        folded.append(bind(reshape_p, v, shape=(size * b,) + aval_of(v).shape[2:]))
+    out = bind(batch_matmul_p, *folded)
+    return bind(reshape_p, out, shape=(size, b) + aval_of(out).shape[1:]), True
+
+
+batch_rules[batch_matmul_p] = batch_matmul_batch
 
 # -- indexing ----------------------------------------------------------------------------
 
