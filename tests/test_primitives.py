@@ -1,6 +1,8 @@
 """One row per primitive: forward against NumPy, VJP and JVP against central differences, vmap against a
 loop over examples. The rules are the same on both backends, so JVP and vmap rows run on the python
 backend only (numba compiles their programs in tests/test_forward.py, test_vmap.py and test_loops.py)."""
+import math
+
 import attrs
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ rng = np.random.default_rng(0)
 normal = lambda *shape: rng.standard_normal(shape)
 positive = lambda *shape: rng.uniform(0.5, 2.0, shape)
 index = lambda *values: np.array(values, dtype=np.int64)
+between = lambda low, high, *shape: rng.uniform(low, high, shape)
 
 
 def padded(x, shape, where):
@@ -78,6 +81,46 @@ ROWS = [
     Row("optimization_barrier", lambda x: bind(optimization_barrier_p, x) * 2.0, lambda x: x * 2.0, (normal(3, 2),)),
     Row("scatter_add", lambda g: bind(scatter_add_p, g, index(0, 2, 0), shape=(3, 2)),
         lambda g: np.array([g[0] + g[2], np.zeros(2), g[1]]), (normal(3, 2),)),
+    # NumPy's surface (tests/test_numpy_surface.py checks the tnp functions built on these)
+    Row("log1p", tnp.log1p, np.log1p, (positive(4),)),
+    Row("expm1", tnp.expm1, np.expm1, (normal(4),)),
+    Row("log2", tnp.log2, np.log2, (positive(4),)),
+    Row("log10", tnp.log10, np.log10, (positive(2, 3),)),
+    Row("exp2", tnp.exp2, np.exp2, (normal(4),)),
+    Row("tan", tnp.tan, np.tan, (between(-1.2, 1.2, 4),)),
+    Row("arcsin", tnp.arcsin, np.arcsin, (between(-0.9, 0.9, 4),)),
+    Row("arccos", tnp.arccos, np.arccos, (between(-0.9, 0.9, 4),)),
+    Row("arctan", tnp.arctan, np.arctan, (normal(4),)),
+    Row("sinh", tnp.sinh, np.sinh, (normal(4),)),
+    Row("cosh", tnp.cosh, np.cosh, (normal(4),)),
+    Row("arcsinh", tnp.arcsinh, np.arcsinh, (normal(4),)),
+    Row("arccosh", tnp.arccosh, np.arccosh, (1.0 + positive(4),)),
+    Row("arctanh", tnp.arctanh, np.arctanh, (between(-0.9, 0.9, 4),)),
+    Row("erf", tnp.erf, lambda x: np.vectorize(math.erf)(x), (normal(2, 3),)),
+    Row("cbrt", tnp.cbrt, np.cbrt, (positive(4) * np.array([1, -1, 1, -1]),)),
+    Row("arctan2", tnp.arctan2, np.arctan2, (normal(3, 4), normal(4))),
+    Row("hypot", tnp.hypot, np.hypot, (normal(3, 4), normal(3, 1))),
+    Row("mod", lambda x, y: x % y, np.mod, (between(-3.0, 3.0, 5) + 0.05, between(0.5, 1.0, 5))),
+    Row("floor_divide", lambda x, y: (x // y) * x, lambda x, y: np.floor_divide(x, y) * x,
+        (between(-3.0, 3.0, 5) + 0.05, between(0.5, 1.0, 5))),
+    Row("floor", lambda x: tnp.floor(x) * x, lambda x: np.floor(x) * x, (between(-3.0, 3.0, 5) + 0.05,)),
+    Row("ceil", lambda x: tnp.ceil(x) * x, lambda x: np.ceil(x) * x, (between(-3.0, 3.0, 5) + 0.05,)),
+    Row("rint", lambda x: tnp.round(x) * x, lambda x: np.round(x) * x, (between(-3.0, 3.0, 5) + 0.05,)),
+    Row("and", lambda x, y: tnp.where((x > 0.0) & (y > 0.0), x, y * 2.0),
+        lambda x, y: np.where((x > 0.0) & (y > 0.0), x, y * 2.0), (normal(6), normal(6))),
+    Row("or", lambda x, y: tnp.where((x > 0.0) | (y > 0.0), x, y * 2.0),
+        lambda x, y: np.where((x > 0.0) | (y > 0.0), x, y * 2.0), (normal(6), normal(6))),
+    Row("xor", lambda x, k: tnp.where((k ^ 1) == 2, x, x * 2.0), lambda x, k: np.where((k.astype(np.int64) ^ 1) == 2, x, x * 2.0),
+        (normal(3), index(1, 3, 2))),
+    Row("invert", lambda x: tnp.where(~(x > 0.0), x, x * 3.0), lambda x: np.where(~(x > 0.0), x, x * 3.0),
+        (normal(6),)),
+    Row("convert", lambda x: x.astype(np.int64) * 1.5 + x, lambda x: x.astype(np.int64) * 1.5 + x,
+        (between(-3.0, 3.0, 5) + 0.05,)),
+    Row("argmax", lambda x: x * tnp.argmax(x, axis=1)[:, None], lambda x: x * np.argmax(x, axis=1)[:, None],
+        (normal(3, 4),)),
+    Row("argsort", lambda x: tnp.sort(x, axis=0), lambda x: np.sort(x, axis=0), (normal(4, 3),)),
+    Row("cumsum", lambda x: tnp.cumsum(x, axis=1), lambda x: np.cumsum(x, axis=1), (normal(3, 4),)),
+    Row("batch_matmul", lambda x, y: x @ y, np.matmul, (normal(2, 3, 4), normal(2, 4, 5))),
 ]
 
 
