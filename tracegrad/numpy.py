@@ -14,7 +14,7 @@ import numpy as np
 
 from . import primitives as prims
 from .control_flow import scan
-from .core import Tracer, as_traceable_array, aval_of, bind, dtype_name
+from .core import NUMPY_DTYPES, Tracer, as_traceable_array, aval_of, bind, dtype_name
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
 from .ir import Primitive
 from .source_info import user_source, where_text
@@ -78,6 +78,7 @@ def sqrt(x): return bind(prims.sqrt_p, x)
 def abs(x): return bind(prims.abs_p, x)
 def sign(x): return bind(prims.sign_p, x)
 def negative(x): return bind(prims.neg_p, x)
+def positive(x): return x
 def add(x, y): return bind(prims.add_p, x, y)
 def subtract(x, y): return bind(prims.sub_p, x, y)
 def multiply(x, y): return bind(prims.mul_p, x, y)
@@ -290,7 +291,7 @@ def logical_not(x): return bind(prims.invert_p, as_bool(x))
 
 def astype(x, dtype):
     """x as float64, int64 or bool (float to int truncates toward zero); the gradient flows only float to float."""
-    target = dtype_name(dtype)
+    target = dtype if isinstance(dtype, str) and dtype in NUMPY_DTYPES else dtype_name(dtype)  # "i64" or int
     if dtype_of(x) == target:
         return x
     return bind(prims.convert_p, x, dtype=target)
@@ -340,7 +341,7 @@ def mean(x, axis=None, dtype=None, out=None, keepdims=False):
     refuse_out("mean", out)
     in_shape = shape(x)
     count = int(np.prod([in_shape[a] for a in normalize_axes(axis, len(in_shape))]))
-    return sum(x, axis, keepdims) / float(count)
+    return sum(x, axis, keepdims=keepdims) / float(count)
 
 
 def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
@@ -349,7 +350,7 @@ def var(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
     in_shape = shape(x)
     count = int(np.prod([in_shape[a] for a in normalize_axes(axis, len(in_shape))]))
     deviation = x - mean(x, axis, keepdims=True)
-    return sum(deviation * deviation, axis, keepdims) / float(count - ddof)
+    return sum(deviation * deviation, axis, keepdims=keepdims) / float(count - ddof)
 
 
 def std(x, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
@@ -455,17 +456,17 @@ def sort(x, axis=-1, kind=None, order=None, *, stable=None):
 def any(x, axis=None, out=None, keepdims=False):
     """Whether any element (along `axis`) is nonzero; a boolean."""
     refuse_out("any", out)
-    return sum(as_bool(x), axis, keepdims) > 0
+    return sum(as_bool(x), axis, keepdims=keepdims) > 0
 
 
 def all(x, axis=None, out=None, keepdims=False):
     """Whether every element (along `axis`) is nonzero; a boolean."""
     refuse_out("all", out)
-    return sum(logical_not(x), axis, keepdims) == 0
+    return sum(logical_not(x), axis, keepdims=keepdims) == 0
 
 
-def count_nonzero(x, axis=None, keepdims=False):
-    return sum(as_bool(x), axis, keepdims)
+def count_nonzero(x, axis=None, *, keepdims=False):
+    return sum(as_bool(x), axis, keepdims=keepdims)
 
 # -- shapes ------------------------------------------------------------------------------
 
@@ -964,7 +965,7 @@ def einsum_single(term: str, x, keep: str):
     summed = tuple(i for i, c in enumerate(term) if c not in keep)
     if summed:
         x = sum(x, axis=summed)
-        term = "".join(c for c in term if c not in keep)
+        term = "".join(c for c in term if c in keep)
     return term, x
 
 
@@ -1124,6 +1125,11 @@ def check_in_bounds(index: np.ndarray, size: int, axis: int) -> None:
                             f"(at {where_text(user_source())})")
 
 
+# NumPy's other names for the functions above
+radians, degrees, fix, remainder, amax, amin, around, fabs, float_power, absolute = (
+    deg2rad, rad2deg, trunc, mod, max, min, round, abs, power, abs)
+
+
 # -- functional updates: x.at[index].set(v), as in JAX ----------------------------------------
 
 class IndexUpdateHelper:
@@ -1173,11 +1179,13 @@ class IndexUpdateRef:
     def update(self, values, kind: str):
         x = self.x
         size, x_dtype = int(np.prod(shape(x))), dtype_of(x)
-        positions = getitem(np.arange(size).reshape(shape(x)), self.index)  # x's flat positions the index names
+        flat_positions = np.arange(size).reshape(shape(x))  # the positions, in flattened x, the index names
+        parts = self.index if isinstance(self.index, tuple) else (self.index,)
+        positions = getitem(flat_positions, self.index) if is_traced(*parts) else flat_positions[self.index]
         count = int(np.prod(shape(positions)))
         values = broadcast_to(values, shape(positions)) if shape(values) != shape(positions) else values
         values = reshape(astype(values, x_dtype) if dtype_of(values) != x_dtype else values, (count,))
-        positions = reshape(positions, (count,))
+        positions = reshape(positions, (count,)) if isinstance(positions, Tracer) else positions.reshape(count)
         flat = reshape(x, (size,))
         if kind == "add":
             return reshape(flat + bind(prims.scatter_add_p, values, positions, shape=(size,)), shape(x))
@@ -1222,19 +1230,18 @@ implements(np.add)(add)
 implements(np.subtract)(subtract)
 implements(np.multiply)(multiply)
 implements(np.true_divide)(divide)
-implements(np.power, np.float_power)(power)
+implements(np.power)(power)
 implements(np.negative)(negative)
-implements(np.positive)(lambda x: x)
 implements(np.exp)(exp)
 implements(np.log)(log)
 implements(np.tanh)(tanh)
 implements(np.sin)(sin)
 implements(np.cos)(cos)
 implements(np.sqrt)(sqrt)
-implements(np.absolute, np.fabs)(abs)
+implements(np.absolute)(abs)
 implements(np.sign)(sign)
-implements(np.maximum, np.fmax)(maximum)
-implements(np.minimum, np.fmin)(minimum)
+implements(np.maximum)(maximum)
+implements(np.minimum)(minimum)
 implements(np.greater)(greater)
 implements(np.less)(less)
 implements(np.greater_equal)(greater_equal)
@@ -1243,15 +1250,12 @@ implements(np.equal)(equal)
 implements(np.not_equal)(not_equal)
 implements(np.matmul)(matmul)
 implements(np.square)(square)
-for _function in (log1p, expm1, log2, log10, exp2, tan, arcsin, arccos, arctan, sinh, cosh, arcsinh, arccosh, arctanh,
+for _function in (positive, log1p, expm1, log2, log10, exp2, tan, arcsin, arccos, arctan, sinh, cosh, arcsinh, arccosh, arctanh,
                   cbrt, arctan2, hypot, reciprocal, deg2rad, rad2deg, floor, ceil, rint, trunc, isnan, isinf, isfinite,
                   logaddexp, logaddexp2, floor_divide, bitwise_and, bitwise_or, bitwise_xor, invert, logical_and,
                   logical_or, logical_xor, logical_not):
     implements(getattr(np, _function.__name__))(_function)
-implements(np.radians)(deg2rad)
-implements(np.degrees)(rad2deg)
-implements(np.fix)(trunc)
-implements(np.mod, np.remainder)(mod)
+implements(np.mod)(mod)
 for _function in (sum, mean, max, min, dot, reshape, transpose, where, broadcast_to, zeros_like, ones_like, shape,
                   ndim, expand_dims, stack, moveaxis, var, std, prod, cumsum, cumprod, argmax, argmin, argsort, sort,
                   any, all, count_nonzero, sinc, clip, round, nan_to_num, ravel, squeeze, swapaxes, atleast_1d,
@@ -1259,9 +1263,8 @@ for _function in (sum, mean, max, min, dot, reshape, transpose, where, broadcast
                   array_split, hsplit, vsplit, roll, tile, repeat, take, take_along_axis, pad, triu, tril, diagonal,
                   diag, trace, tensordot, inner, outer, vdot, einsum, astype):
     implements(getattr(np, _function.__name__))(_function)
-implements(np.amax)(max)
-implements(np.amin)(min)
-implements(np.around)(round)
+for _alias in ("radians", "degrees", "fix", "remainder", "amax", "amin", "around", "fabs", "float_power"):
+    implements(getattr(np, _alias))(globals()[_alias])
 
 # NumPy functions refused on traced values, and why (docs/numpy.md lists them)
 REFUSED = {

@@ -22,13 +22,13 @@ from .source_info import current_adjoint_of, current_source, user_source, where_
 class StagingTracer(Tracer):
     """A value of the function being staged: a Var of the program being built."""
 
-    __slots__ = ("var", "interpreter")
+    __slots__ = ("variable", "interpreter")  # not `var`: that is NumPy's method x.var()
 
     def __init__(self, var: Var, interpreter: StagingInterpreter):
-        self.var = var
+        self.variable = var
         self.interpreter = interpreter
 
-    aval = property(lambda self: self.var.aval)
+    aval = property(lambda self: self.variable.aval)
 
 
 class StagingInterpreter(Interpreter):
@@ -52,7 +52,7 @@ class StagingInterpreter(Interpreter):
         """The IR atom for a value met in this trace: a Var for tracers and arrays, else a Literal."""
         if isinstance(value, Tracer):
             if value.interpreter is self:
-                return value.var
+                return value.variable
             check_alive(value)
             return self.constvar(value, value.aval)  # a value of an enclosing trace, captured
         if isinstance(value, (bool, int, float)):
