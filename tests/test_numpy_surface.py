@@ -251,7 +251,7 @@ def test_second_derivative_equals_central_differences(case, python_backend):
     assert second == pytest.approx(directional(tg.jit(along), args, wrt, directions, h=1e-5), rel=1e-6, abs=1e-7)
 
 
-def test_kinks_follow_jax():
+def test_kinks_follow_jax(python_backend):
     """abs'(0) = 0; sort and max send the cotangent to the chosen element (max shares ties); floor, round and
     sign have zero gradient; x % y has gradient 1 in x; clip at a bound shares, as JAX's maximum/minimum."""
     assert tg.grad(lambda x: tnp.abs(x))(0.0) == 0.0
@@ -265,7 +265,7 @@ def test_kinks_follow_jax():
     assert tg.grad(lambda x: tnp.clip(x, 0.0, 1.0))(1.0) == 0.5
 
 
-def test_integer_results_refuse_a_gradient():
+def test_integer_results_refuse_a_gradient(python_backend):
     for f in (lambda x: tnp.argmax(x), lambda x: tnp.argsort(x)[0], lambda x: x.astype(np.int64).sum(),
               lambda x: (x > 0).sum(), lambda x: tnp.floor_divide(x.astype(np.int64), 2).sum()):
         with pytest.raises(errors.NonScalarOutputError, match=rf"float scalar.*{HERE}:\d+"):
@@ -356,31 +356,30 @@ def many_elementwise(x, y, k):
     return tnp.sum(total * total)
 
 
-def many_arrays(x, m, s):
+def many_arrays(x, m):
+    # the primitives' own rows in tests/test_primitives.py compile sort, matmuls and einsum's products with numba
     total = (tnp.prod(x) + tnp.var(m, axis=0, ddof=1).sum() + tnp.std(m) + tnp.cumsum(m, axis=1).sum()
-             + tnp.cumprod(x)[-1] + (tnp.sort(m, axis=0) * m).sum() + m.argmax() + tnp.argmin(m, axis=1).sum()
-             + tnp.trace(m) + tnp.diag(x).sum() + tnp.concatenate([x, x * 2.0]).sum() + tnp.stack([x, x]).sum()
-             + tnp.flip(m, 0)[0, 1] + tnp.rot90(m)[0, 2] + tnp.roll(x, 1)[0] + tnp.tile(x, 2)[4] + tnp.repeat(x, 2)[5]
+             + tnp.cumprod(x)[-1] + m.argmax() + tnp.argmin(m, axis=1).sum() + tnp.trace(m) + tnp.diag(x).sum()
+             + tnp.concatenate([x, x * 2.0]).sum() + tnp.stack([x, x]).sum() + tnp.flip(m, 0)[0, 1]
+             + tnp.rot90(m)[0, 2] + tnp.roll(x, 1)[0] + tnp.tile(x, 2)[4] + tnp.repeat(x, 2)[5]
              + tnp.pad(m, 1, mode="reflect").sum() + tnp.take(m, indices(2, 0), axis=1).sum() + tnp.triu(m).sum()
-             + tnp.outer(x, x)[1, 2] + tnp.tensordot(m, m) + tnp.einsum("ij,jk->ik", m, m)[0, 0]
-             + (s @ s).sum() + m[:, indices(2, 0)].sum() + m.at[indices(1, 1)].add(x[:2, None]).sum()
-             + m.at[0].set(x).sum() + tnp.vdot(x, x))
+             + m[:, indices(2, 0)].sum() + m.at[indices(1, 1)].add(x[:2, None]).sum() + m.at[0].set(x).sum())
     return total * total
 
 
 def test_numba_compiles_the_surface(backend):
     x, y, k = normal(3, 4), positive(3, 4), indices(1, 6, 3, 8)
-    a, m, s = normal(3), normal(3, 3), normal(2, 3, 3)
+    a, m = normal(3), normal(3, 3)
     tg.config.backend = "python"
     expected = [tg.jit(tg.value_and_grad(many_elementwise, argnums=(0, 1)))(x, y, k),
-                tg.jit(tg.value_and_grad(many_arrays, argnums=(0, 1, 2)))(a, m, s)]
+                tg.jit(tg.value_and_grad(many_arrays, argnums=(0, 1)))(a, m)]
     tg.config.backend = backend
     if backend == "python":  # the python backend's gradients, against central differences
-        for fun, args, wrt in ((many_elementwise, (x, y, k), (0, 1)), (many_arrays, (a, m, s), (0, 1, 2))):
+        for fun, args, wrt in ((many_elementwise, (x, y, k), (0, 1)), (many_arrays, (a, m), (0, 1))):
             tg.check_grads(lambda *floats: fun(*floats, *args[len(wrt):]), args[:len(wrt)], rtol=1e-6)
         return
     got = [tg.jit(tg.value_and_grad(many_elementwise, argnums=(0, 1)))(x, y, k),
-           tg.jit(tg.value_and_grad(many_arrays, argnums=(0, 1, 2)))(a, m, s)]
+           tg.jit(tg.value_and_grad(many_arrays, argnums=(0, 1)))(a, m)]
     for (value, grads), (expected_value, expected_grads) in zip(got, expected):
         assert value == pytest.approx(expected_value, rel=1e-12)
         for g, e in zip(grads, expected_grads):
