@@ -232,7 +232,8 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
 
 def logaddexp(x, y):
     """log(e^x + e^y) without overflow: max(x, y) + log1p(e^-|x - y|); gradient 1/2 each where x == y."""
-    difference = x - y
+    with np.errstate(invalid="ignore"):  # on NumPy values: inf - inf, replaced on the next line
+        difference = x - y
     difference = where(difference != difference, 0.0, difference)  # x == y == ±inf: no nan from inf - inf
     return maximum(x, y) + log1p(exp(-abs(difference)))
 
