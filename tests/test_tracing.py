@@ -125,10 +125,10 @@ def test_numpy_functions_on_tracers_dispatch_to_tnp():
     np.testing.assert_allclose(tg.grad(with_numpy)(x), tg.grad(with_tnp)(x))
 
 
-@pytest.mark.parametrize("call", [lambda t: np.median(t), lambda t: np.linalg.inv(t), lambda t: np.fft.fft(t),
+@pytest.mark.parametrize("call", [lambda t: np.median(t), lambda t: np.partition(t, 1), lambda t: np.fft.fft(t),
                                   lambda t: np.unique(t)])
 def test_unsupported_numpy_functions_are_named(call):
-    with pytest.raises(errors.UnsupportedNumpyFunctionError, match=r"NumPy's np\.\w+ is not supported"):
+    with pytest.raises(errors.UnsupportedNumpyFunctionError, match=r"NumPy's np\.[\w.]+ is not supported"):
         tg.jit(call)(np.eye(2))
 
 

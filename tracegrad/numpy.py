@@ -838,7 +838,7 @@ def matmul(x, y):
     y2 = reshape(y, (y_shape[0], 1)) if len(y_shape) == 1 else y
     (n, k), (k2, m) = shape(x2)[-2:], shape(y2)[-2:]
     if k != k2:
-        raise ShapeError(f"matmul: shapes {x_shape} and {y_shape} do not fit: {k} columns against {k2} rows "
+        raise ShapeError(f"matmul: shapes {aval_of(x)} and {aval_of(y)} do not fit: {k} columns against {k2} rows "
                          f"(at {where_text(user_source())})")
     if ndim(x2) == 2 and ndim(y2) == 2:
         out = bind(prims.matmul_p, x2, y2)
