@@ -56,7 +56,11 @@ def dtype_of(x) -> str:
 
 def zero_of(x):
     """A literal zero of x's dtype, so `where(mask, x, zero)` keeps an integer x an integer."""
-    return {"bool": False, "i64": 0}.get(dtype_of(x), 0.0)
+    return zero_of_dtype(dtype_of(x))
+
+
+def zero_of_dtype(dtype: str):
+    return {"bool": False, "i64": 0}.get(dtype, 0.0)
 
 
 def shape(x) -> tuple[int, ...]:
@@ -626,10 +630,6 @@ def concatenate(values, axis=0):
     return total if total is not None else broadcast_to(zero_of_dtype(dtype), out_shape)
 
 
-def zero_of_dtype(dtype: str):
-    return {"bool": False, "i64": 0}.get(dtype, 0.0)
-
-
 def stack(values, axis=0):
     """Values of one shape stacked along a new axis (traced scalars too: `tnp.stack([x, y])`)."""
     values = list(values)
@@ -997,12 +997,6 @@ def einsum_pair(x_term: str, x, y_term: str, y, later: str, sizes: dict):
 
 # -- indexing ----------------------------------------------------------------------------
 
-def is_index_array(item) -> bool:
-    if isinstance(item, Tracer):
-        return item.ndim > 0 or item.aval.dtype != "f64"
-    return isinstance(item, (list, np.ndarray))
-
-
 def getitem(x, index):
     """x[index] as NumPy: integers, slices, None, Ellipsis, integer arrays (traced ones too) anywhere, and
     concrete boolean masks (their nonzero positions)."""
@@ -1018,7 +1012,7 @@ def getitem(x, index):
             f"an index must be an integer, not a traced {bad.aval} (at {where_text(user_source())}); "
             "pass an int (a Python int or an int64 array) or a static argument (static_argnums); for a traced "
             "boolean mask use tnp.where(mask, x, 0.0)")
-    if not builtins.any(is_index_array(item) or isinstance(item, Tracer) for item in index):
+    if not builtins.any(isinstance(item, (Tracer, np.ndarray)) for item in index):
         return basic_index(x, index)
     return advanced_index(x, index)
 
@@ -1090,15 +1084,11 @@ def basic_index(x, index):
     return reshape(x, tuple(out_shape))
 
 
-def gather(x, index):
+def gather(x, index: tuple):
+    """x[i, j, ...] for integer index arrays (or integers) on x's leading axes, broadcast together."""
     in_shape = shape(x)
     k = len(index)
-    while k and isinstance(index[k - 1], slice) and index[k - 1] == slice(None):
-        k -= 1
-    arrays = [np.asarray(item) if isinstance(item, list) else item for item in index[:k]]
-    if k > len(in_shape) or not builtins.all(isinstance(a, (Tracer, np.ndarray, int, np.integer)) for a in arrays):
-        raise IndexingError(f"tracegrad supports integer-array indexing only on the leading axes, "
-                         f"followed by ':' (got {index!r} at {where_text(user_source())})")
+    arrays = [np.asarray(item) if isinstance(item, list) else item for item in index]
     for a in arrays:
         if isinstance(a, (Tracer, np.ndarray)) and a.dtype.kind not in "iu":
             raise IndexingError(f"index arrays must be integers, got {a.dtype} (at {where_text(user_source())}); "
