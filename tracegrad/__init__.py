@@ -28,3 +28,4 @@ __all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "vmap", "jacfwd"
            "cond", "switch", "custom_vjp", "custom_jvp", "checkpoint", "cache_info", "wait_for_compiles",
            "config", "to_dot", "draw", "tree_flatten", "tree_unflatten", "register_pytree_node", "tree_map",
            "tree_leaves", "Program", "typecheck", "errors", "nn", "optim", "export"]
+
