@@ -155,9 +155,10 @@ def shape_tuple(shape) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(n) for n in shape)
 
 
-def unit_uniform(key, shape: tuple[int, ...]):
-    """Floats in [0, 1) of `shape`, one block each: the high word's 32 bits then the low word's."""
-    blocks = bind(threefry2x32_p, key, 0, shape=shape)
+def unit_uniform(key, shape: tuple[int, ...], start: int = 0):
+    """Floats in [0, 1) of `shape` from the key's blocks at counters start, start + 1, ...: the high
+    word's 32 bits, then the low word's."""
+    blocks = bind(threefry2x32_p, key, start, shape=shape)
     high, low = blocks[..., 0], blocks[..., 1]
     # exact sum of two exact products, rounded once; the rounding can reach 1.0, which is kept out
     return tnp.minimum(high * 2.0 ** -32 + low * 2.0 ** -64, LARGEST_BELOW_ONE)
@@ -189,9 +190,9 @@ def normal(key, shape=()):
     them with ordinary arithmetic (`mean + std * normal(key, shape)`), which gradients flow through."""
     check_key(key, "normal")
     shape = shape_tuple(shape)
-    u = unit_uniform(key, (2,) + shape)
-    radius = tnp.sqrt(-2.0 * tnp.log(1.0 - u[0]))  # 1 - u lies in (0, 1]
-    return radius * tnp.cos(2.0 * np.pi * u[1])
+    first, second = unit_uniform(key, shape), unit_uniform(key, shape, start=math.prod(shape))
+    radius = tnp.sqrt(-2.0 * tnp.log(1.0 - first))  # 1 - first lies in (0, 1]
+    return radius * tnp.cos(2.0 * np.pi * second)
 
 
 def bernoulli(key, p=0.5, shape=None):
