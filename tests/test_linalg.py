@@ -57,8 +57,8 @@ CASES = {  # name: (tnp's function, NumPy's, arguments)
     "cholesky": (tnp.linalg.cholesky, np.linalg.cholesky, (SPD_STACK,)),
     "cholesky_upper": (lambda a: tnp.linalg.cholesky(a, upper=True), lambda a: np.linalg.cholesky(a, upper=True), (S,)),
     "eigh": (spectral(tnp.linalg.eigh), spectral(np.linalg.eigh), (SPD_STACK,)),
-    "eigh_upper": (lambda a: tnp.linalg.eigh(a, UPLO="U").eigenvalues, lambda a: np.linalg.eigh(a, UPLO="U").eigenvalues,
-                   (S + np.triu(normal(3, 3), 1),)),
+    "eigh_upper": (lambda a: tnp.linalg.eigh(a, UPLO="U").eigenvalues,
+                   lambda a: np.linalg.eigh(a, UPLO="U").eigenvalues, (S + np.triu(normal(3, 3), 1),)),
     "qr": (rescaled_q(tnp.linalg.qr), rescaled_q(np.linalg.qr), (normal(2, 4, 3),)),
     "qr_r": (lambda a: tnp.linalg.qr(a, mode="r"), lambda a: np.linalg.qr(a, mode="r"), (T,)),
     "norm": (tnp.linalg.norm, np.linalg.norm, (T,)),
@@ -79,8 +79,8 @@ def test_values_match_numpy(name):
 def test_norms_match_numpy_and_differentiate(ord, axis):
     expected = np.linalg.norm(T, ord, axis)
     np.testing.assert_allclose(tg.jit(lambda x: np.linalg.norm(x, ord, axis))(T), expected, rtol=1e-12)
-    np.testing.assert_allclose(tnp.linalg.norm(T, ord, axis, keepdims=True), np.linalg.norm(T, ord, axis, keepdims=True),
-                               rtol=1e-12)
+    np.testing.assert_allclose(tnp.linalg.norm(T, ord, axis, keepdims=True),
+                               np.linalg.norm(T, ord, axis, keepdims=True), rtol=1e-12)
     weights = np.linspace(1.0, 2.0, np.size(expected)).reshape(np.shape(expected))
     tg.check_grads(lambda x: tnp.sum(tnp.linalg.norm(x, ord, axis) * weights), (T,))
 
@@ -133,7 +133,8 @@ def test_vmap_matches_a_loop():
     np.testing.assert_allclose(tg.vmap(loss)(stack, rhs), expected, rtol=1e-12)
     np.testing.assert_allclose(tg.vmap(loss, in_axes=(None, 0))(stack[0], rhs),  # one matrix, many right-hand sides
                                [loss(stack[0], b) for b in rhs], rtol=1e-12)
-    np.testing.assert_allclose(tg.vmap(loss, in_axes=(0, None))(stack, rhs[0]), [loss(a, rhs[0]) for a in stack], rtol=1e-12)
+    np.testing.assert_allclose(tg.vmap(loss, in_axes=(0, None))(stack, rhs[0]), [loss(a, rhs[0]) for a in stack],
+                               rtol=1e-12)
     per_example = tg.vmap(tg.grad(loss), in_axes=(0, 0))(stack, rhs)
     np.testing.assert_allclose(per_example, [tg.grad(loss)(a, b) for a, b in zip(stack, rhs)], rtol=1e-10)
     decompositions = tg.vmap(lambda a: (tnp.linalg.cholesky(a), *tnp.linalg.eigh(a), *tnp.linalg.qr(a)))(SPD_STACK)

@@ -513,7 +513,7 @@ def stack_call(call: str, core_rank: int) -> Lowering:
     def emit(out: str, ins: list[str], op: Op):
         return stack_call_lines(call, [(out, op.out.aval.shape)], list(zip(ins, (x.aval.shape for x in op.inputs))),
                                 [core_rank])
-    return Lowering(emit, numpy_statement=f"{call}({{0}}{', {1}' if call.endswith('solve') else ''})")
+    return Lowering(emit, numpy_statement=lambda out, ins, op: f"{call}({', '.join(ins)})")
 
 
 def stack_call_results(call: str, core_ranks: list[int]) -> Lowering:
