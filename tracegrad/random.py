@@ -15,8 +15,9 @@ is done with the numbers, never into the key.
     key(seed)        the block of counter `seed` under the key (0, 0)
     split(key, num)  the blocks of counters 0 .. num-1: `num` new keys
     fold_in(key, d)  the block of counter `d` under a key derived from `key` (its block at counter -1),
-                     so that folded-in keys never coincide with split ones
+                     so folded-in keys and split ones are blocks of different keys
     uniform          one block per number: hi * 2**-32 + lo * 2**-64 (53 significant bits) in [0, 1)
+    normal           two uniforms per number (blocks 0 .. n-1 and n .. 2n-1), by Box-Muller
 
 Drawing with a key and also splitting it reuses its blocks, as in JAX: split first, use each key once.
 
