@@ -125,7 +125,7 @@ def test_numpy_functions_on_tracers_dispatch_to_tnp():
     np.testing.assert_allclose(tg.grad(with_numpy)(x), tg.grad(with_tnp)(x))
 
 
-@pytest.mark.parametrize("call", [lambda t: np.cumsum(t), lambda t: np.linalg.inv(t), lambda t: np.fft.fft(t),
+@pytest.mark.parametrize("call", [lambda t: np.cumsum(t), lambda t: np.linalg.svd(t), lambda t: np.fft.fft(t),
                                   lambda t: np.sort(t)])
 def test_unsupported_numpy_functions_are_named(call):
     with pytest.raises(errors.UnsupportedNumpyFunctionError, match=r"NumPy's np\.\w+ is not supported"):

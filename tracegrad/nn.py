@@ -213,3 +213,24 @@ def hinge(scores, targets):
 def accuracy(logits, labels) -> float:
     """Fraction of rows whose largest logit is at the label (on concrete arrays)."""
     return float(np.mean(np.argmax(np.asarray(logits), axis=-1) == np.asarray(labels)))
+
+
+# -- dropout (random numbers from tracegrad.random) -----------------------------------------
+
+from . import random  # noqa: E402  (this block's own imports, kept with it)
+from .source_info import user_source, where_text  # noqa: E402
+
+
+def dropout(key, x, rate):
+    """Inverted dropout: each entry of x zeroed with probability `rate`, the others divided by
+    1 - rate, so the expected value is x. `key` is a tg.random key (pass a new one on each step:
+    `tg.random.fold_in(key, step)`); rate 0 returns x itself, rate 1 zeros. `rate` may be traced."""
+    if isinstance(rate, (int, float)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"dropout: rate must lie in [0, 1], got {rate} (at {where_text(user_source())})")
+        if rate == 0.0:
+            return x
+        if rate == 1.0:
+            return tnp.zeros_like(x)
+    keep = random.bernoulli(key, 1.0 - rate, tnp.shape(x))
+    return tnp.where(keep, x / (1.0 - rate), 0.0)

@@ -12,6 +12,7 @@ import builtins
 
 import numpy as np
 
+from . import linalg  # tnp.linalg, and np.linalg's functions on traced values (FUNCTIONS below)
 from . import primitives as prims
 from .core import Tracer, as_traceable_array, bind
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
@@ -327,6 +328,7 @@ FUNCTIONS = {
     np.zeros_like: zeros_like, np.ones_like: ones_like, np.shape: shape, np.ndim: ndim,
     np.expand_dims: expand_dims, np.stack: stack, np.moveaxis: moveaxis,
 }
+FUNCTIONS.update(linalg.NUMPY_FUNCTIONS)  # np.linalg.solve(t, b) and the rest of tracegrad/linalg.py
 
 
 def unsupported(name: str) -> UnsupportedNumpyFunctionError:
