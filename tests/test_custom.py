@@ -1,4 +1,5 @@
-"""tg.custom_vjp: the user's rule in reverse mode, the function itself everywhere else."""
+"""tg.custom_vjp and tg.custom_jvp: the user's rule in every derivative, under vmap too; the function
+itself for values."""
 import numpy as np
 import pytest
 
@@ -42,13 +43,22 @@ def test_reverse_mode_uses_the_rule(backend):
     assert value == pytest.approx(np.log(2.0) + np.log(1 + np.e), rel=1e-15)
 
 
-def test_other_transformations_read_the_function(python_backend):
+def test_values_come_from_the_function_and_every_derivative_from_the_rule(backend):
     x = np.array([0.0, 1.0])
     np.testing.assert_allclose(tg.jit(lambda x: log1pexp(x))(x), np.log1p(np.exp(x)), rtol=1e-15)
-    assert tg.jvp(log1pexp, (0.3,), (2.0,))[1] == pytest.approx(2.0 / (1.0 + np.exp(-0.3)), rel=1e-14)
     np.testing.assert_allclose(tg.vmap(log1pexp)(x), np.log1p(np.exp(x)), rtol=1e-15)
-    np.testing.assert_allclose(tg.vmap(tg.grad(log1pexp))(np.array([0.0, 1000.0])), [0.5, 1.0], rtol=1e-15)
     assert "custom_vjp_call[" in str(tg.make_ir(log1pexp)(0.3))
+    assert tg.jvp(log1pexp, (0.3,), (2.0,))[1] == pytest.approx(2.0 / (1.0 + np.exp(-0.3)), rel=1e-14)
+    big = np.array([0.0, 1000.0])  # the function's own derivative is nan at 1000; the rule's is 1
+    np.testing.assert_allclose(tg.jvp(log1pexp, (big,), (np.ones(2),))[1], [0.5, 1.0], rtol=1e-15)  # bwd transposed
+    np.testing.assert_allclose(tg.jacfwd(log1pexp)(big), np.diag([0.5, 1.0]), rtol=1e-15)
+    np.testing.assert_allclose(tg.vmap(tg.grad(log1pexp))(big), [0.5, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(tg.grad(lambda x: tnp.sum(tg.vmap(log1pexp)(x)))(big), [0.5, 1.0], rtol=1e-15)
+    # an argument the batch shares gets the sum of the examples' cotangents, by the rule
+    shared = tg.grad(lambda hi, x: tnp.sum(tg.vmap(clip_gradient, in_axes=(None, None, 0))(-hi, hi, x) * 5.0))
+    assert shared(1.0, np.arange(3.0)) == 0.0
+    per_row = tg.grad(lambda x: tnp.sum(tg.vmap(clip_gradient, in_axes=(None, None, 0))(-1.0, 1.0, x) * 5.0))
+    np.testing.assert_array_equal(per_row(np.ones((2, 3))), np.ones((2, 3)))
 
 
 def test_grad_of_grad_differentiates_the_rule(python_backend):
@@ -86,6 +96,7 @@ def test_custom_jvp_in_forward_and_reverse_mode(backend):
     np.testing.assert_allclose(tg.grad(lambda x: tnp.sum(softplus(x)))(x), expected, rtol=1e-15)  # the JVP transposed
     np.testing.assert_allclose(tg.jacrev(softplus)(x[:2]), np.diag(expected[:2]), rtol=1e-15)
     np.testing.assert_allclose(tg.vmap(tg.grad(softplus))(x), expected, rtol=1e-15)
+    np.testing.assert_allclose(tg.grad(lambda x: tnp.sum(tg.vmap(softplus)(x)))(x), expected, rtol=1e-15)
     assert tg.grad(tg.grad(softplus))(0.3) == pytest.approx(np.exp(0.3) / (1 + np.exp(0.3)) ** 2, rel=1e-13)
 
 

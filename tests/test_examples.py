@@ -72,3 +72,11 @@ def test_digits_epoch_in_jit_trains_as_the_per_step_loop():
     assert in_jit["test_accuracy"] == per_step["test_accuracy"] > 0.85
     for a, b in zip(tg.tree_leaves(in_jit["params"]), tg.tree_leaves(per_step["params"])):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_distributed_digits_trains_alike_on_one_worker_and_on_two():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("distributed")
+    results = importlib.import_module("distributed_digits").main(workers=2, steps=3, verbose=False)
+    np.testing.assert_allclose(results["many"], results["one"], rtol=1e-12)
+    assert results["one"][-1] < results["one"][0]

@@ -99,3 +99,21 @@ def test_linearize_gives_the_value_and_its_jvp(python_backend):
     v = np.linspace(-1.0, 1.0, 5)
     assert f_jvp(v) == pytest.approx(float(tg.grad(loss)(X) @ v), rel=1e-13)
     assert f_jvp(2 * v) == pytest.approx(2 * f_jvp(v), rel=1e-14)
+
+
+def test_linearize_computes_the_primal_once_and_keeps_what_the_jvp_needs(backend):
+    def f(x, scale):
+        return {"wave": tnp.sin(x) * scale, "energy": tnp.sum(tnp.exp(x))}
+
+    x = np.linspace(0.0, 1.0, 4)
+    out, f_jvp = tg.linearize(f, x, 2.0)
+    np.testing.assert_allclose(out["wave"], np.sin(x) * 2.0, rtol=1e-15)
+    linear_primitives = {op.primitive.name for op in f_jvp.ir.ops}
+    assert not linear_primitives & {"sin", "cos", "exp"}, f_jvp.ir  # those were computed once, by linearize
+    v = np.array([1.0, -1.0, 0.5, 2.0])
+    tangent = f_jvp(v, 0.25)
+    expected = tg.jvp(f, (x, 2.0), (v, 0.25))[1]
+    np.testing.assert_allclose(tangent["wave"], expected["wave"], rtol=1e-14)
+    assert tangent["energy"] == pytest.approx(expected["energy"], rel=1e-14)
+    with pytest.raises(tg.errors.ShapeError, match="tangent of shape"):
+        f_jvp(np.ones(3), 0.25)

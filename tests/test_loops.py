@@ -353,6 +353,7 @@ def test_debug_nans_names_the_line_in_the_body_and_the_step(backend):
         tg.config.debug_nans = saved
 
 
-def test_a_switch_index_traced_as_a_float_is_refused_clearly():
+def test_a_switch_index_may_be_a_python_int_argument_and_not_a_float():
+    assert tg.jit(lambda i, v: tg.switch(i, [lambda v: v, lambda v: -v], v))(1, 3.0) == -3.0
     with pytest.raises(TypeError, match=r"np.array\(i\)"):
-        tg.jit(lambda i, v: tg.switch(i, [lambda v: v, lambda v: -v], v))(1, 3.0)  # a Python int is traced as a float
+        tg.jit(lambda i, v: tg.switch(i, [lambda v: v, lambda v: -v], v))(1.0, 3.0)

@@ -92,3 +92,76 @@ def test_logsumexp_shift_is_not_differentiated_and_second_order_holds():
     lowered = tg.grad(nn.softmax_cross_entropy).lower(logits, labels)
     assert "reduce_max" in str(lowered.ir) and "eq" not in [op.primitive.name for op in lowered.ir.ops]
     tg.check_grads(lambda x: nn.logsumexp(x), (logits,), order=2)
+
+
+def conv2d_by_loops(x, kernel, bias, stride, padding):
+    """The definition, one output element at a time (zeros around for SAME, split as JAX splits them)."""
+    n, height, width, c_in = x.shape
+    kh, kw, _, c_out = kernel.shape
+    if padding == "SAME":
+        out_h, out_w = -(-height // stride), -(-width // stride)
+        pad_h, pad_w = max((out_h - 1) * stride + kh - height, 0), max((out_w - 1) * stride + kw - width, 0)
+        x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    else:
+        out_h, out_w = (height - kh) // stride + 1, (width - kw) // stride + 1
+    out = np.empty((n, out_h, out_w, c_out))
+    for r in range(out_h):
+        for c in range(out_w):
+            patch = x[:, r * stride:r * stride + kh, c * stride:c * stride + kw, :]
+            out[:, r, c, :] = np.einsum("nijc,ijco->no", patch, kernel)
+    return out + bias
+
+
+@pytest.mark.parametrize("stride, padding", [(1, "SAME"), (1, "VALID"), (2, "SAME"), (2, "VALID")])
+def test_conv2d_is_the_definition_and_differentiates(stride, padding):
+    rng = np.random.default_rng(stride)
+    x, kernel, bias = rng.standard_normal((2, 5, 6, 3)), rng.standard_normal((3, 2, 3, 4)), rng.standard_normal(4)
+    np.testing.assert_allclose(nn.conv2d(x, kernel, bias, stride, padding),
+                               conv2d_by_loops(x, kernel, bias, stride, padding), rtol=1e-12, atol=1e-12)
+    tg.check_grads(lambda x, kernel, bias: tg.numpy.tanh(nn.conv2d(x, kernel, bias, stride, padding)),
+                   (x, kernel, bias), rtol=1e-6)
+    with pytest.raises(ValueError, match="padding"):
+        nn.conv2d(x, kernel, padding="FULL")
+    with pytest.raises(ValueError, match="3 channels"):
+        nn.conv2d(x, kernel[:, :, :2])
+
+
+def test_max_pool2d_picks_each_patch_maximum_and_routes_its_gradient():
+    image = np.array([[1.0, 5.0, 2.0, 0.0], [3.0, 4.0, 8.0, 1.0], [0.0, 2.0, 7.0, 6.0], [9.0, 1.0, 3.0, 2.0]])
+    x = image.reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(nn.max_pool2d(x)[0, :, :, 0], [[5.0, 8.0], [9.0, 7.0]])
+    routed = tg.grad(lambda x: tg.numpy.sum(nn.max_pool2d(x) * np.array([1.0, 2.0]).reshape(1, 1, 2, 1)))(x)
+    np.testing.assert_array_equal(routed[0, :, :, 0], [[0, 1, 0, 0], [0, 0, 2, 0], [0, 0, 2, 0], [1, 0, 0, 0]])
+    overlapping = nn.max_pool2d(np.arange(25.0).reshape(1, 5, 5, 1), window=3, stride=2)  # patches overlap
+    np.testing.assert_array_equal(overlapping[0, :, :, 0], [[12.0, 14.0], [22.0, 24.0]])
+
+
+def test_layer_norm_gelu_embedding_one_hot():
+    x = np.random.default_rng(3).standard_normal((4, 5))
+    normalised = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(nn.layer_norm(x, 2.0, 0.5), normalised * 2.0 + 0.5, rtol=1e-12)
+    tg.check_grads(lambda x: nn.layer_norm(x, 2.0, 0.5), (x,), rtol=1e-6)
+    gelu = 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(nn.gelu(x), gelu, rtol=1e-14)
+    table, ids = np.arange(12.0).reshape(4, 3), np.array([[0, 3], [3, 1]])
+    np.testing.assert_array_equal(nn.embedding(table, ids), table[ids])
+    counts = tg.grad(lambda t: tg.numpy.sum(nn.embedding(t, ids)))(table)  # each row looked up adds its count
+    np.testing.assert_array_equal(counts[:, 0], [1.0, 1.0, 0.0, 2.0])
+    np.testing.assert_array_equal(nn.one_hot(np.array([2, 0]), 3), [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert tg.jit(lambda labels: nn.one_hot(labels, 3))(np.array([1])).tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_a_small_convolutional_net_compiles_and_its_gradient_matches_the_python_backend():
+    rng = np.random.default_rng(4)
+    params = {"conv": nn.init_conv(rng, 3, 1, 4), "dense": nn.init_dense(rng, 4 * 4 * 4, 3)}
+    images, labels = rng.standard_normal((6, 8, 8, 1)), np.array([0, 1, 2, 0, 1, 2])
+
+    def loss(params, images, labels):
+        hidden = nn.max_pool2d(nn.relu(nn.conv2d(images, params["conv"]["W"], params["conv"]["b"])))
+        return nn.softmax_cross_entropy(nn.dense(params["dense"], tg.numpy.reshape(hidden, (6, -1))), labels)
+
+    expected = tg.grad(loss)(params, images, labels)
+    tg.config.backend = "numba"  # the fixture restores the python backend
+    compiled = tg.jit(tg.grad(loss))(params, images, labels)
+    for got, want in zip(tg.tree_leaves(compiled), tg.tree_leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

@@ -177,3 +177,40 @@ def test_elementwise_ops_move_to_their_first_use_and_fuse(backend):
     if backend == "numba":
         assert lowered.source.count("for _i0") == 1  # one loop nest for decay, the sum and the update
     np.testing.assert_allclose(lowered(w, x), w - 0.1 * (np.sum(x @ w) + 2e-4 * w), rtol=1e-14)
+
+
+def primitive_names(fun, *args) -> list[str]:
+    return [op.primitive.name for op in tg.jit(fun).lower(*args).optimized_ir.ops]
+
+
+def test_transposes_and_reshapes_fold_and_move_no_axes_of_length_one(python_backend):
+    x = np.arange(12.0).reshape(3, 4)
+    assert primitive_names(lambda x: x.T.T * 2.0, x) == ["mul"]  # a transpose of a transpose
+    # moving only an axis of length 1 moves no data: a reshape (of x itself, not of the first reshape)
+    assert primitive_names(lambda x: tnp.transpose(tnp.reshape(x, (3, 1, 4)), (1, 0, 2)), x) == ["reshape"]
+    # a transpose of an array with an axis of length 1 transposes the array without it
+    lowered = tg.jit(lambda x: tnp.transpose(tnp.reshape(x, (3, 1, 4)), (2, 1, 0)) * 2.0).lower(x)
+    assert [(op.primitive.name, op.out.aval.shape) for op in lowered.optimized_ir.ops] == [
+        ("transpose", (4, 3)), ("mul", (4, 3)), ("reshape", (4, 1, 3))]
+    np.testing.assert_array_equal(lowered(x), np.transpose(x.reshape(3, 1, 4), (2, 1, 0)) * 2.0)
+
+
+def test_a_forward_mode_jacobian_does_not_multiply_by_the_identity(backend):
+    x = np.random.default_rng(0).standard_normal((20, 5))
+
+    def loss(w):
+        return tnp.sum(tnp.log(1.0 + tnp.exp(x @ w)))
+
+    w = np.linspace(-0.5, 0.5, 5)
+    names = primitive_names(tg.hessian(loss), w)
+    assert names.count("matmul") == 2, names  # x @ w, and x.T @ (the per-direction second derivatives)
+    p = 1.0 / (1.0 + np.exp(-(x @ w)))
+    np.testing.assert_allclose(tg.jit(tg.hessian(loss))(w), (x.T * (p * (1 - p))) @ x, rtol=1e-12)
+
+
+def test_elementwise_work_on_a_jacobians_layout_is_one_loop():
+    x = np.random.default_rng(1).standard_normal((30, 4))
+    lowered = tg.jit(tg.hessian(lambda w: tnp.mean(tnp.tanh(x @ w)))).lower(np.ones(4))
+    big = [op for op in lowered.optimized_ir.ops if op.primitive.elementwise and op.out.aval.size >= 120]
+    assert big and all(op.out.aval.shape == (4, 30) for op in big), lowered.optimized_ir  # no (4, 1, 30) twins
+    assert lowered.source.count("for _i0 in range(4):") == 1, lowered.source  # one loop nest over (4, 30)

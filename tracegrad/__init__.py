@@ -7,13 +7,14 @@
     tg.jit(train_step)(params, x, y) # traced once per signature, compiled
     print(tg.make_ir(loss)(params))  # the program, printed like a jaxpr
 """
-from . import errors, nn, optim
+from . import errors, linalg, nn, optim, random
 from .api import cache_info, grad, jit, jvp, linearize, make_ir, value_and_grad, vjp, vmap
 from .check import check_grads
 from .concurrency import wait_for_compiles
 from .config import config
 from .control_flow import cond, fori_loop, scan, switch, while_loop
 from .custom import checkpoint, custom_jvp, custom_vjp
+from .export import export
 from .core import typecheck
 from .graph import draw, to_dot
 from .jacobian import hessian, jacfwd, jacobian, jacrev
@@ -26,4 +27,4 @@ __all__ = ["grad", "value_and_grad", "vjp", "jvp", "linearize", "vmap", "jacfwd"
            "hessian", "jit", "make_ir", "check_grads", "stop_gradient", "scan", "fori_loop", "while_loop",
            "cond", "switch", "custom_vjp", "custom_jvp", "checkpoint", "cache_info", "wait_for_compiles",
            "config", "to_dot", "draw", "tree_flatten", "tree_unflatten", "register_pytree_node", "tree_map",
-           "tree_leaves", "Program", "typecheck", "errors", "nn", "optim"]
+           "tree_leaves", "Program", "typecheck", "errors", "nn", "optim", "random", "linalg", "export"]

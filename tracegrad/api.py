@@ -259,8 +259,7 @@ FlatFunction = Callable[..., FlatResult]  # (*leaves) -> FlatResult, in the curr
 def interpreted_leaves(leaves: list) -> list:
     """The leaves a transformation run inside another one takes: tracers as they are, Python and
     NumPy ints as Python ints (a static `n` of an enclosing jit stays a number `range(n)` can
-    take, as in JAX), other values as compiled code would take them. A transformation that
-    differentiates an int leaf makes it a float itself (`as_differentiable`)."""
+    take, as in JAX), other values as compiled code would take them."""
     return [leaf if isinstance(leaf, Tracer) else int(leaf) if is_int(leaf) else prepare_leaf(leaf)
             for leaf in map(checked_leaf, leaves)]
 
@@ -270,11 +269,14 @@ def is_int(leaf) -> bool:
 
 
 def as_differentiable(leaves, wrt: list[int]) -> list:
-    """The leaves with each differentiated Python int made a float (at the top level they are floats already)."""
+    """The leaves with each differentiated Python int (traced as an int64, or a concrete int inside
+    another transformation) made a float, so micrograd's `grad(f)(2, 3, 4)` differentiates."""
     leaves = list(leaves)
     for i in wrt:
         if type(leaves[i]) is int:
             leaves[i] = float(leaves[i])
+        elif isinstance(leaves[i], Tracer) and leaves[i].aval.dtype == "i64":
+            leaves[i] = leaves[i] * 1.0
     return leaves
 
 
@@ -684,11 +686,7 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
         for index in signature.leaf_range(argnum):
             leaf = signature.leaves[index]
             aval = leaf_aval(leaf)
-            if type(leaf) is int:
-                raise errors.NonDifferentiableArgumentError(
-                    f"argument {argnum} holds the Python int {leaf} (at {where_text(user_source())}); gradients "
-                    f"are taken only with respect to float values, as in JAX: pass {float(leaf)!r}")
-            if aval.dtype != "f64":
+            if aval.dtype != "f64" and type(leaf) is not int:  # a Python int is differentiated as a float
                 raise errors.NonDifferentiableArgumentError(
                     f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source())}); "
                     "gradients are taken only with respect to float values: pass integer arrays such as labels "
@@ -950,8 +948,8 @@ def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
 
     The forward-mode program is split in two, as `vjp` splits reverse mode's: the part that does
     not read the tangents runs now, once, and keeps the values the other part needs; each `f_jvp`
-    call runs only that other part, linear in the tangents (both compiled). Tangents have the
-    primals' structure; those of integer leaves are ignored.
+    call runs only that other part, linear in the tangents (both compiled; `f_jvp.ir` prints
+    it). Tangents have the primals' structure; those of integer leaves are ignored.
     """
     if tracing():  # inside another transformation, all of it is staged there anyway
         return jit(fun)(*primals), lambda *tangents: jvp(fun, primals, tangents)[1]
@@ -991,6 +989,7 @@ def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
                                     else as_traceable_array(tangent_leaves[i]) for i in wrt]
         return tree_unflatten(flat.tree, pushforward.for_signature(values)(values))
 
+    f_jvp.ir = pushforward.ir  # the linear program: (kept values, tangents) -> output tangents
     return tree_unflatten(flat.tree, outputs), f_jvp
 
 
@@ -1009,7 +1008,7 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     cotangent_tree = tuple_tree(*signature.treedefs)
     flat = Flattened(fun, (), signature)
     if tracing():
-        outputs, flat_pullback = ad.vjp(flat, as_differentiable(interpreted_leaves(signature.leaves), wrt), wrt)
+        outputs, flat_pullback = ad.vjp(flat, interpreted_leaves(signature.leaves), wrt)
     else:
         outputs, flat_pullback = compiled_vjp(flat, signature, wrt)
     out_tree = flat.tree

@@ -7,10 +7,12 @@
     f.defvjp(f_fwd, f_bwd)
 
 A call of `f` is one `custom_vjp_call` op holding `f`'s program (traced once per signature,
-closed over like a loop's body) and the rule. Every interpreter but reverse mode reads the
-program (evaluation, staging, forward mode, vmap; the code generator writes its statements
-inline); reverse mode calls `f_fwd` instead, keeps its residuals, and runs `f_bwd` backwards,
-both in the interpreters below it, so `grad` of `grad` differentiates them in turn.
+closed over like a loop's body) and the rule. Evaluation and staging read the program (the code
+generator writes its statements inline); reverse mode calls `f_fwd` instead, keeps its
+residuals, and runs `f_bwd` backwards, both in the interpreters below it, so `grad` of `grad`
+differentiates them in turn. Forward mode uses the rule too: `f_bwd` is linear in the
+cotangent, and its transpose is the JVP. vmap keeps the rule, batched: a custom_vjp op of the
+batch whose fwd and bwd run the user's on every example.
 
     @tg.custom_jvp
     def g(x): ...
@@ -19,7 +21,7 @@ both in the interpreters below it, so `grad` of `grad` differentiates them in tu
 
 Forward mode calls `g_jvp`. Reverse mode needs the transpose of `g_jvp`'s tangent, a linear
 function of the tangents: it is reverse mode of that function (its VJP at zero tangents), as
-JAX's linearize-and-transpose gives.
+JAX's linearize-and-transpose gives. vmap keeps the rule, batched, as for custom_vjp.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from .control_flow import closed_program, depends_on, jvp_of_program
 from .core import Tracer, abstract_eval_rules, aval_of, batch_rules, bind, forward_vjp_rules, impl_rules, jvp_rules
 from .errors import TreeStructureError
 from .ir import ClosedProgram, Primitive, Program
-from .primitives import optimization_barrier_p
+from .primitives import broadcast_to_p, optimization_barrier_p, reduce_sum_p
 from .source_info import user_source, where_text
 from .tree import TreeDef, tree_flatten, tree_unflatten
 
@@ -112,18 +114,97 @@ def custom_vjp_forward(primals, differentiated, *, body: Program, num_consts: in
     return out_leaves, pullback
 
 
-def custom_vjp_jvp(primals, tangents, *, body: Program, num_consts: int, **params):
-    """Forward mode differentiates the function itself (the rule is for reverse mode)."""
+def custom_vjp_jvp(primals, tangents, *, body: Program, num_consts: int, rule: custom_vjp, in_tree: TreeDef,
+                   out_tree: TreeDef):
+    """Forward mode from the rule too: `bwd` is linear in the output's cotangent, g -> J^T g, and its
+    transpose (reverse mode of that linear map, at a zero cotangent) is t -> J t, the JVP. (JAX
+    refuses forward mode of a custom_vjp function; this keeps the rule's numbers, e.g. a stable
+    gradient where the function's own formula overflows.)"""
+    args, arg_tangents = list(primals[num_consts:]), list(tangents[num_consts:])
+    out_leaves, pullback = custom_vjp_forward(primals, [False] * len(primals), body=body, num_consts=num_consts,
+                                              rule=rule, in_tree=in_tree, out_tree=out_tree)
+    if all(t is None for t in arg_tangents):
+        return out_leaves, [None] * len(out_leaves)
+
+    def cotangent_map(*cotangents):
+        return [c if c is not None else zeros(aval_of(a)) for c, a in zip(pullback(list(cotangents))[num_consts:], args)]
+
+    _, transpose = vjp(cotangent_map, [zeros(aval_of(out)) for out in out_leaves], list(range(len(out_leaves))))
+    given = [t if t is not None else zeros(aval_of(a)) for t, a in zip(arg_tangents, args)]
+    return out_leaves, transpose(given)
+
+
+def program_jvp(primals, tangents, *, body: Program, num_consts: int):
+    """Forward mode of the body's program (a checkpoint's, which has no rule of its own)."""
     flags = [t is not None and aval_of(p).dtype == "f64" for p, t in zip(primals, tangents)]
     outs = jvp_of_program(body, flags)(*primals, *[t for t, f in zip(tangents, flags) if f])
     found = iter(outs[len(body.outputs):])
     return outs[:len(body.outputs)], [next(found) if reached else None for reached in depends_on(body, flags)]
 
 
-def custom_vjp_batch(values, batched, size, *, body: Program, num_consts: int, **params):
-    """vmap runs the function's program on the batch (its reverse-mode rule is not batched)."""
-    outs, out_batched = batch(lambda *args: body_outputs(args, body), list(values), list(batched), size)
-    return outs, out_batched
+def program_batch(values, batched, size, *, body: Program, num_consts: int):
+    """vmap of the body's program (a checkpoint's)."""
+    return batch(lambda *args: body_outputs(args, body), list(values), list(batched), size)
+
+
+def every_example(fun: Callable, leaves: list, batched: list[bool], size: int) -> list:
+    """`fun` (leaves -> leaves) for a batch, every output with the batch axis (repeated where it is
+    the same for every example), so a rule's values line up whatever each one depends on."""
+    outs, out_batched = batch(fun, list(leaves), list(batched), size)
+    return [out if b else bind(broadcast_to_p, out, shape=(size,) + aval_of(out).shape)
+            for out, b in zip(outs, out_batched)]
+
+
+def batched_call(values, batched, size, body: Program, num_consts: int, in_tree: TreeDef, out_tree: TreeDef):
+    """The pieces of a custom function's batch rule: its arguments' leaves, which are batched, and
+    the function itself for the batch."""
+    if any(batched[:num_consts]):
+        raise TypeError(f"vmap of a custom-derivative function that closes over a mapped value "
+                        f"(at {where_text(user_source())}): pass the value as an argument of the function")
+    consts, args, flags = list(values[:num_consts]), list(values[num_consts:]), list(batched[num_consts:])
+
+    def batch_fun(*tree_args):
+        leaves = tree_flatten(tree_args)[0]
+        outs = every_example(lambda *example: body_outputs(consts + list(example), body), leaves, flags, size)
+        return tree_unflatten(out_tree, outs)
+
+    return args, flags, batch_fun
+
+
+def custom_vjp_batch(values, batched, size, *, body: Program, num_consts: int, rule: custom_vjp, in_tree: TreeDef,
+                     out_tree: TreeDef):
+    """vmap keeps the rule: a custom_vjp of the batch whose fwd and bwd are the user's, batched. An
+    argument the batch shares gets the sum of the examples' cotangents."""
+    args, flags, batch_fun = batched_call(values, batched, size, body, num_consts, in_tree, out_tree)
+    found = {}
+
+    def fwd(*tree_args):
+        def per_example(*leaves):
+            out, residuals = rule.fwd(*tree_unflatten(in_tree, leaves))
+            out_leaves, _ = tree_flatten(out)
+            residual_leaves, found["residuals"] = tree_flatten(residuals)
+            found["outputs"] = len(out_leaves)
+            return out_leaves + residual_leaves
+        results = every_example(per_example, tree_flatten(tree_args)[0], flags, size)
+        n = found["outputs"]
+        return tree_unflatten(out_tree, results[:n]), tree_unflatten(found["residuals"], results[n:])
+
+    def bwd(residuals, cotangent):
+        residual_leaves, residual_tree = tree_flatten(residuals)
+        leaves = residual_leaves + tree_flatten(cotangent)[0]
+
+        def per_example(*example):
+            given = rule.bwd(tree_unflatten(residual_tree, example[:len(residual_leaves)]),
+                             tree_unflatten(out_tree, example[len(residual_leaves):]))
+            return tree_flatten(given)[0]
+        cotangents = every_example(per_example, leaves, [True] * len(leaves), size)
+        cotangents = [c if c is None or mapped else bind(reduce_sum_p, c, axes=(0,)) for c, mapped in zip(cotangents, flags)]
+        return tuple(tree_unflatten(in_tree, cotangents))
+
+    batched_rule = custom_vjp(batch_fun)
+    batched_rule.defvjp(fwd, bwd)
+    outs = tree_flatten(batched_rule(*tree_unflatten(in_tree, args)))[0]
+    return outs, [True] * len(outs)
 
 
 abstract_eval_rules[custom_vjp_call_p] = lambda *avals, body, **params: tuple(x.aval for x in body.outputs)
@@ -202,11 +283,34 @@ def custom_jvp_forward(primals, differentiated, *, body: Program, num_consts: in
     return outs, pullback
 
 
+def custom_jvp_batch(values, batched, size, *, body: Program, num_consts: int, rule: custom_jvp, in_tree: TreeDef,
+                     out_tree: TreeDef):
+    """vmap keeps the rule: a custom_jvp of the batch whose jvp is the user's, batched (a tangent is
+    batched where its primal is)."""
+    args, flags, batch_fun = batched_call(values, batched, size, body, num_consts, in_tree, out_tree)
+    batched_rule = custom_jvp(batch_fun)
+
+    @batched_rule.defjvp
+    def batched_jvp(primals, tangents):
+        primal_leaves, tangent_leaves = tree_flatten(primals)[0], tree_flatten(tangents)[0]
+        n_primals = len(primal_leaves)
+
+        def per_example(*example):
+            outs, out_tangents = user_jvp(rule, list(example[:n_primals]), list(example[n_primals:]), in_tree, out_tree)
+            return outs + out_tangents
+        outs = every_example(per_example, primal_leaves + tangent_leaves, flags + flags, size)
+        n = len(outs) // 2
+        return tree_unflatten(out_tree, outs[:n]), tree_unflatten(out_tree, outs[n:])
+
+    outs = tree_flatten(batched_rule(*tree_unflatten(in_tree, args)))[0]
+    return outs, [True] * len(outs)
+
+
 abstract_eval_rules[custom_jvp_call_p] = lambda *avals, body, **params: tuple(x.aval for x in body.outputs)
 impl_rules[custom_jvp_call_p] = lambda *args, body, **params: body_outputs(args, body)
 forward_vjp_rules[custom_jvp_call_p] = custom_jvp_forward
 jvp_rules[custom_jvp_call_p] = custom_jvp_jvp
-batch_rules[custom_jvp_call_p] = custom_vjp_batch
+batch_rules[custom_jvp_call_p] = custom_jvp_batch
 
 
 # -- checkpoint ------------------------------------------------------------------------------
@@ -240,12 +344,8 @@ def checkpoint_forward(primals, differentiated, *, body: Program, num_consts: in
     return body_outputs(primals, body), pullback
 
 
-def checkpoint_jvp(primals, tangents, *, body: Program, num_consts: int):
-    return custom_vjp_jvp(primals, tangents, body=body, num_consts=num_consts)
-
-
 abstract_eval_rules[checkpoint_call_p] = lambda *avals, body, **params: tuple(x.aval for x in body.outputs)
 impl_rules[checkpoint_call_p] = lambda *args, body, **params: body_outputs(args, body)
 forward_vjp_rules[checkpoint_call_p] = checkpoint_forward
-jvp_rules[checkpoint_call_p] = checkpoint_jvp
-batch_rules[checkpoint_call_p] = custom_vjp_batch
+jvp_rules[checkpoint_call_p] = program_jvp
+batch_rules[checkpoint_call_p] = program_batch

@@ -41,6 +41,8 @@ from .primitives import (abs_p, add_p, and_p, arccos_p, arccosh_p, arcsin_p, arc
                          matmul_p, maximum_p, minimum_p, mod_p, mul_p, ne_p, neg_p, optimization_barrier_p, or_p,
                          pad_p, pow_p, reduce_max_p, reduce_sum_p, reshape_p, rint_p, scatter_add_p, sign_p, sin_p,
                          sinh_p, slice_p, sqrt_p, stop_gradient_p, sub_p, tan_p, tanh_p, transpose_p, where_p, xor_p)
+from .linalg import cholesky_p, det_p, eigh_p, qr_p, slogdet_p, solve_p
+from .random import KEY_PARITY, ROTATIONS, WORD, argsort_keys_p, threefry2x32_p
 from .source_info import where_text
 
 Emit = str | Callable[[str, list[str], Op], str | list[str]]
@@ -344,9 +346,18 @@ rules[slice_p] = Lowering(lambda out, ins, op: f"{ins[0]}[{slice_text(op.param['
 
 
 def emit_pad(out: str, ins: list[str], op: Op):
-    return [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})",
-            f"{out}_view = {out}[{slice_text(op.param['index'])}]",
-            f"{out}_view += {ins[0]}"]  # in place on a view: numba compiles slice assignment slowly
+    """Zeros, then the operand written into place by a loop nest (numba compiles `view += x` on a
+    view of several dimensions far more slowly than a loop nest: measured on a batch of images)."""
+    shape = op.inputs[0].aval.shape
+    lines = [f"{out} = np.zeros({op.param['shape']}, {numpy_dtype(op.out.aval.dtype)})"]
+    if not shape:
+        return lines + [f"{out}[()] = {ins[0]}"]
+    for axis, length in enumerate(shape):
+        lines.append("    " * axis + f"for _i{axis} in range({length}):")
+    target = ", ".join(f"{start} + {step} * _i{axis}" if step != 1 else f"{start} + _i{axis}"
+                       for axis, (start, _, step) in enumerate(op.param["index"]))
+    source = ", ".join(f"_i{axis}" for axis in range(len(shape)))
+    return lines + ["    " * len(shape) + f"{out}[{target}] = {ins[0]}[{source}]"]
 
 
 rules[pad_p] = Lowering(emit_pad)
@@ -522,3 +533,126 @@ rules[scan_p] = Lowering(emit_scan, control_flow=emit_scan, view=carry_result,
                          allocates=lambda op: op.outs[op.param["num_carry"]:])  # its stacked ys
 rules[while_p] = Lowering(emit_while, control_flow=emit_while, view=True)
 rules[cond_p] = Lowering(emit_cond, control_flow=emit_cond, view=True)  # a branch may return an operand
+
+
+# -- random numbers and linear algebra -------------------------------------------------------
+
+
+# Threefry-2x32's rounds (tracegrad.random.encrypt) as one function of the generated module, called
+# for each block: numba compiles the rounds once per program (0.3 s), not once per op that draws
+THREEFRY_FUNCTION = f"""def tg_threefry2x32(k0, k1, x0, x1):
+    # Threefry-2x32, 20 rounds, on int64 numbers (numba) or arrays (python backend) holding 32-bit words
+    schedule = (k0, k1, k0 ^ k1 ^ {KEY_PARITY})
+    x0 = (x0 + k0) & {WORD}
+    x1 = (x1 + k1) & {WORD}
+    for group in range(5):
+        for rotation in {ROTATIONS}[group % 2]:
+            x0 = (x0 + x1) & {WORD}
+            x1 = (((x1 << rotation) | (x1 >> (32 - rotation))) & {WORD}) ^ x0
+        x0 = (x0 + schedule[(group + 1) % 3]) & {WORD}
+        x1 = (x1 + schedule[(group + 2) % 3] + group + 1) & {WORD}
+    return x0, x1"""
+
+
+def emit_threefry(writer, op: Op) -> list[str]:
+    """The blocks of each key's counters: under numba a loop over keys and counters calling
+    tg_threefry2x32 on numbers, in the python backend one call on arrays (keys x counters)."""
+    if THREEFRY_FUNCTION not in writer.loop_functions:
+        writer.loop_functions.append(THREEFRY_FUNCTION)
+    out, keys, start = writer.name(op.out), writer.atom(op.inputs[0]), writer.atom(op.inputs[1])
+    n_keys = int(np.prod(op.inputs[0].aval.shape[:-1]))
+    n_blocks = int(np.prod(op.param["shape"]))
+    if not writer.numba:
+        return [f"{out}_keys = np.asarray({keys}).reshape(({n_keys}, 1, 2)) & {WORD}",
+                f"{out}_counter = np.asarray({start}).reshape((-1, 1)) + np.arange({n_blocks})",
+                f"{out}_x0, {out}_x1 = tg_threefry2x32({out}_keys[:, :, 0], {out}_keys[:, :, 1], "
+                f"{out}_counter >> 32, {out}_counter)",
+                f"{out} = np.stack(({out}_x0, {out}_x1), axis=-1).reshape({op.out.aval.shape})"]
+    lines = [f"{out}_keys = np.ascontiguousarray({keys}).reshape(({n_keys}, 2))"]
+    counter = f"{start} + _i1"
+    if op.inputs[1].aval.shape != ():
+        lines.append(f"{out}_start = np.ascontiguousarray({start}).reshape({n_keys})")
+        counter = f"{out}_start[_i0] + _i1"
+    return lines + [f"{out} = np.empty(({n_keys}, {n_blocks}, 2), np.int64)",
+                    f"for _i0 in range({n_keys}):",
+                    f"    {out}_k0 = {out}_keys[_i0, 0] & {WORD}",
+                    f"    {out}_k1 = {out}_keys[_i0, 1] & {WORD}",
+                    f"    for _i1 in range({n_blocks}):",
+                    f"        {out}_counter = {counter}",
+                    f"        {out}[_i0, _i1, 0], {out}[_i0, _i1, 1] = tg_threefry2x32({out}_k0, {out}_k1, "
+                    f"{out}_counter >> 32, {out}_counter)",
+                    f"{out} = {out}.reshape({op.out.aval.shape})"]
+
+
+# a function of the writer, as calls' lowerings are: it adds tg_threefry2x32 to the module once
+rules[threefry2x32_p] = Lowering(emit_threefry, control_flow=emit_threefry)
+
+
+def emit_argsort_keys(out: str, ins: list[str], op: Op):
+    """numba's np.argsort sorts 1-d arrays: one call per row, its order copied element by element."""
+    shape = op.out.aval.shape
+    if len(shape) == 1:
+        return f'np.argsort({ins[0]}, kind="mergesort")'
+    rows, n = int(np.prod(shape[:-1])), shape[-1]
+    return [f"{out}_in = np.ascontiguousarray({ins[0]}).reshape(({rows}, {n}))",
+            f"{out} = np.empty(({rows}, {n}), np.int64)",
+            f"for _i0 in range({rows}):",
+            f'    {out}_order = np.argsort({out}_in[_i0], kind="mergesort")',
+            f"    for _i1 in range({n}):",
+            f"        {out}[_i0, _i1] = {out}_order[_i1]",
+            f"{out} = {out}.reshape({shape})"]
+
+
+rules[argsort_keys_p] = Lowering(emit_argsort_keys, numpy_statement='np.argsort({0}, axis=-1, kind="stable")')
+
+
+def stack_call_lines(call: str, outs: list[tuple[str, tuple]], ins: list[tuple[str, tuple]], core_ranks: list[int]):
+    """numba's code for np.linalg's `call` on stacks of matrices: numba's np.linalg takes one contiguous
+    matrix, so a stack is a loop over its matrices, each result added into its row of zeros (numba
+    compiles row assignment slowly). `outs` and `ins` are (name, shape) pairs; `core_ranks` gives each
+    result's rank without the stack axes. A single result without stack axes is an expression."""
+    batch = outs[0][1][:len(outs[0][1]) - core_ranks[0]]
+    if not batch:
+        value = f"{call}({', '.join(f'np.ascontiguousarray({name})' for name, _ in ins)})"
+        return value if len(outs) == 1 else [f"{''.join(name + ', ' for name, _ in outs)}= {value}"]
+    first, count = outs[0][0], int(np.prod(batch))
+    lines = [f"{first}_in{i} = np.ascontiguousarray({name}).reshape({(count,) + shape[len(batch):]})"
+             for i, (name, shape) in enumerate(ins)]
+    lines += [f"{name} = np.zeros({(count,) + shape[len(batch):]}, np.float64)" for name, shape in outs]
+    each = [f"{name}_each" for name, _ in outs]
+    arguments = ", ".join(f"{first}_in{i}[_i0]" for i in range(len(ins)))
+    targets = each[0] if len(each) == 1 else ", ".join(each)
+    lines += [f"for _i0 in range({count}):", f"    {targets} = {call}({arguments})"]
+    for (name, shape), value, rank in zip(outs, each, core_ranks):
+        lines += ([f"    {name}[_i0] = {value}"] if rank == 0 else
+                  [f"    {name}_row = {name}[_i0]", f"    {name}_row += {value}"])
+    return lines + [f"{name} = {name}.reshape({shape})" for name, shape in outs]
+
+
+def stack_call(call: str, core_rank: int) -> Lowering:
+    """A primitive of one result on stacks of matrices: `call` on the stack in the python backend, on each
+    matrix in numba's loop."""
+    def emit(out: str, ins: list[str], op: Op):
+        return stack_call_lines(call, [(out, op.out.aval.shape)], list(zip(ins, (x.aval.shape for x in op.inputs))),
+                                [core_rank])
+    return Lowering(emit, numpy_statement=lambda out, ins, op: f"{call}({', '.join(ins)})")
+
+
+def stack_call_results(call: str, core_ranks: list[int]) -> Lowering:
+    """A primitive of several results on stacks of matrices, written (as calls are, through the writer)
+    as an assignment of `call`'s tuple."""
+    def emit(writer, op: Op) -> list[str]:
+        outs = [(writer.name(v), v.aval.shape) for v in op.outs]
+        ins = [(writer.atom(x), x.aval.shape) for x in op.inputs]
+        if not writer.numba:
+            return [f"{''.join(name + ', ' for name, _ in outs)}= {call}({', '.join(name for name, _ in ins)})"]
+        return stack_call_lines(call, outs, ins, core_ranks)
+    return Lowering(emit, control_flow=emit)
+
+
+rules[solve_p] = stack_call("np.linalg.solve", 2)
+rules[det_p] = stack_call("np.linalg.det", 0)
+rules[cholesky_p] = stack_call("np.linalg.cholesky", 2)
+rules[slogdet_p] = stack_call_results("np.linalg.slogdet", [0, 0])
+rules[eigh_p] = stack_call_results("np.linalg.eigh", [1, 2])
+rules[qr_p] = stack_call_results("np.linalg.qr", [2, 2])

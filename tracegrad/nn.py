@@ -10,6 +10,8 @@ from typing import Callable
 import numpy as np
 
 from . import numpy as tnp
+from . import primitives as prims
+from .core import bind
 
 # -- parameters --------------------------------------------------------------------------
 
@@ -52,6 +54,104 @@ def mlp(params: list[dict], x, activation: Callable = None, final_activation: Ca
     return final_activation(x) if final_activation else x
 
 
+# -- convolutional layers ----------------------------------------------------------------
+# Images are NHWC (examples, height, width, channels) and kernels HWIO (height, width, in, out),
+# as `jax.lax.conv_general_dilated` with dimension_numbers ("NHWC", "HWIO", "NHWC") and flax take them.
+
+def init_conv(rng: np.random.Generator, kernel_size: int | tuple[int, int], c_in: int, c_out: int,
+              init: str = "he") -> dict:
+    """A convolution's parameters `{"W": (kh, kw, c_in, c_out) kernel, "b": (c_out,) bias}`,
+    initialised as a dense layer of fan-in kh * kw * c_in."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    params = init_dense(rng, kh * kw * c_in, c_out, init)
+    return {"W": params["W"].reshape(kh, kw, c_in, c_out), "b": params["b"]}
+
+
+def conv2d(x, kernel, bias=None, stride: int = 1, padding: str = "SAME"):
+    """The 2-d convolution (a cross-correlation, as deep-learning libraries define it) of NHWC
+    images `x` with an HWIO `kernel`, plus `bias` per output channel.
+
+    `padding` is "SAME" (zeros around, so that the output has ceil(size / stride) rows and
+    columns, split as JAX splits them) or "VALID" (none). Written as one gather, which lays every
+    output pixel's window out as a row (im2col), and one matrix product with the kernel, so every
+    transformation differentiates and batches it as those two ops (the gather's gradient adds the
+    rows back into place)."""
+    n, height, width, c_in = tnp.shape(x)
+    kh, kw, kernel_c_in, c_out = tnp.shape(kernel)
+    if kernel_c_in != c_in:
+        raise ValueError(f"conv2d: images with {c_in} channels and a kernel for {kernel_c_in} (kernel shape "
+                         f"{tnp.shape(kernel)}, HWIO)")
+    if padding == "SAME":
+        out_h, out_w = -(-height // stride), -(-width // stride)
+        pad_h = max((out_h - 1) * stride + kh - height, 0)
+        pad_w = max((out_w - 1) * stride + kw - width, 0)
+        top, left = pad_h // 2, pad_w // 2
+        padded_shape = (n, height + pad_h, width + pad_w, c_in)
+        x = bind(prims.pad_p, x, shape=padded_shape,
+                 index=((0, n, 1), (top, top + height, 1), (left, left + width, 1), (0, c_in, 1)))
+    elif padding == "VALID":
+        out_h, out_w = (height - kh) // stride + 1, (width - kw) // stride + 1
+    else:
+        raise ValueError(f'conv2d: padding must be "SAME" or "VALID", not {padding!r}')
+    rows = tnp.reshape(x, (-1, c_in))[window_rows(tnp.shape(x), kh, kw, out_h, out_w, stride)]
+    out = tnp.reshape(rows, (n * out_h * out_w, kh * kw * c_in)) @ tnp.reshape(kernel, (kh * kw * c_in, c_out))
+    out = tnp.reshape(out, (n, out_h, out_w, c_out))
+    return out if bias is None else out + bias
+
+
+def window_rows(shape: tuple[int, ...], kh: int, kw: int, out_h: int, out_w: int, stride: int) -> np.ndarray:
+    """For images of `shape` (NHWC) seen as rows of channels, the row of every (image, output row,
+    output column, kernel row, kernel column), in that order: `rows[window_rows(...)]` lays each
+    output pixel's window out as one row of the product (im2col, as one gather)."""
+    n, height, width, _ = shape
+    image = np.arange(n).reshape(n, 1, 1, 1, 1) * (height * width)
+    row = (np.arange(out_h) * stride).reshape(1, out_h, 1, 1, 1) + np.arange(kh).reshape(1, 1, 1, kh, 1)
+    column = (np.arange(out_w) * stride).reshape(1, 1, out_w, 1, 1) + np.arange(kw).reshape(1, 1, 1, 1, kw)
+    return (image + row * width + column).reshape(-1)
+
+
+def max_pool2d(x, window: int = 2, stride: int | None = None):
+    """The maximum over each `window` x `window` patch of NHWC images, moving by `stride` (the
+    window by default), without padding (as "VALID"). The gradient goes to each patch's largest
+    element, as `tnp.max` routes it."""
+    stride = window if stride is None else stride
+    n, height, width, channels = tnp.shape(x)
+    out_h, out_w = (height - window) // stride + 1, (width - window) // stride + 1
+    if stride == window and height % window == 0 and width % window == 0:  # patches tile the image
+        patches = tnp.reshape(x, (n, out_h, window, out_w, window, channels))
+        return tnp.max(patches, axis=(2, 4))
+    windows = [x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
+               for i in range(window) for j in range(window)]
+    return tnp.max(tnp.stack(windows, axis=0), axis=0)
+
+
+def layer_norm(x, scale=None, offset=None, axis=-1, eps: float = 1e-5):
+    """(x - mean) / sqrt(var + eps) over `axis` (an int or a tuple), times `scale` plus `offset`."""
+    mean = tnp.mean(x, axis=axis, keepdims=True)
+    centred = x - mean
+    variance = tnp.mean(centred * centred, axis=axis, keepdims=True)
+    normalised = centred / tnp.sqrt(variance + eps)
+    if scale is not None:
+        normalised = normalised * scale
+    return normalised if offset is None else normalised + offset
+
+
+def embedding(table, ids):
+    """Rows of `table` (vocabulary x features) at the integer `ids`, of any shape: ids.shape +
+    (features,). The gradient adds into the rows looked up."""
+    ids = np.asarray(ids) if not isinstance(ids, tnp.Tracer) else ids
+    flat = tnp.reshape(ids, (-1,)) if tnp.ndim(ids) != 1 else ids
+    rows = table[flat]
+    return tnp.reshape(rows, tuple(tnp.shape(ids)) + tuple(tnp.shape(table)[1:]))
+
+
+def one_hot(labels, num_classes: int):
+    """float64 rows with a 1.0 at each integer label: labels.shape + (num_classes,)."""
+    labels = tnp.asarray(labels) if not isinstance(labels, tnp.Tracer) else labels
+    classes = np.arange(num_classes)
+    return tnp.where(tnp.expand_dims(labels, -1) == classes, 1.0, 0.0)
+
+
 # -- activations -------------------------------------------------------------------------
 
 def relu(x):
@@ -61,6 +161,12 @@ def relu(x):
 
 def tanh(x):
     return tnp.tanh(x)
+
+
+def gelu(x):
+    """The Gaussian error linear unit in its tanh form, `jax.nn.gelu`'s default:
+    0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + tnp.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * (x * x * x))))
 
 
 def sigmoid(x):
@@ -107,3 +213,24 @@ def hinge(scores, targets):
 def accuracy(logits, labels) -> float:
     """Fraction of rows whose largest logit is at the label (on concrete arrays)."""
     return float(np.mean(np.argmax(np.asarray(logits), axis=-1) == np.asarray(labels)))
+
+
+# -- dropout (random numbers from tracegrad.random) -----------------------------------------
+
+from . import random  # noqa: E402  (this block's own imports, kept with it)
+from .source_info import user_source, where_text  # noqa: E402
+
+
+def dropout(key, x, rate):
+    """Inverted dropout: each entry of x zeroed with probability `rate`, the others divided by
+    1 - rate, so the expected value is x. `key` is a tg.random key (pass a new one on each step:
+    `tg.random.fold_in(key, step)`); rate 0 returns x itself, rate 1 zeros. `rate` may be traced."""
+    if isinstance(rate, (int, float)):
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"dropout: rate must lie in [0, 1], got {rate} (at {where_text(user_source())})")
+        if rate == 0.0:
+            return x
+        if rate == 1.0:
+            return tnp.zeros_like(x)
+    keep = random.bernoulli(key, 1.0 - rate, tnp.shape(x))
+    return tnp.where(keep, x / (1.0 - rate), 0.0)

@@ -12,6 +12,7 @@ import builtins
 
 import numpy as np
 
+from . import linalg  # tnp.linalg, and np.linalg's functions on traced values (FUNCTIONS below)
 from . import primitives as prims
 from .control_flow import scan
 from .core import NUMPY_DTYPES, Tracer, as_traceable_array, aval_of, bind, dtype_name
@@ -1275,6 +1276,7 @@ REFUSED = {
     np.place: "traced values are immutable: use tnp.where",
     np.fill_diagonal: "traced values are immutable: use x.at[index].set(v)",
 }
+FUNCTIONS.update(linalg.NUMPY_FUNCTIONS)  # np.linalg.solve(t, b) and the rest of tracegrad/linalg.py
 
 
 def numpy_name(function) -> str:
