@@ -73,6 +73,8 @@ CASES = [
     unary("around", lambda *s: 3 * normal(*s)), unary("abs", nonzero), unary("square", normal),
     Case("erf", erf_reference, ((normal(),), (normal(0),), (normal(5),), (normal(2, 3),)), smooth=True, dispatch=False),
     Case("sinc at 0", lambda m, x: m.sinc(x), ((np.array([0.0, 0.5, -1.5]),),)),
+    Case("rounding integers", lambda m, k: m.floor(k) + m.ceil(k) * m.trunc(k) + m.round(k) - m.rint(k) * m.fix(k),
+         ((indices(3, -2, 0),),)),
     Case("round decimals", lambda m, x: m.round(x, 2) + m.round(x * 100.0, -1), ((3 * normal(6),),)),
     Case("clip", lambda m, x: m.clip(x, -0.5, 0.5), ((normal(),), (normal(0),), (normal(7),))),
     Case("clip at its bounds", lambda m, x: m.clip(x, -0.5, 0.5) + m.abs(x), ((edge,),), grad=False),  # kinks: below

@@ -55,6 +55,11 @@ def dtype_of(x) -> str:
     return aval_of(x).dtype
 
 
+def is_float(x) -> bool:
+    """Whether x holds floating-point numbers (of any float dtype of the IR)."""
+    return dtype_of(x).startswith("f")
+
+
 def zero_of(x):
     """A literal zero of x's dtype, so `where(mask, x, zero)` keeps an integer x an integer."""
     return zero_of_dtype(dtype_of(x))
@@ -170,28 +175,28 @@ def sinc(x):
 
 
 def floor(x):
-    """The largest integer <= x, as a float; zero gradient."""
-    return x if dtype_of(x) != "f64" else bind(prims.floor_p, x)
+    """The largest integer <= x (integers as they are, as NumPy 2 does); zero gradient."""
+    return x if not is_float(x) else bind(prims.floor_p, x)
 
 
 def ceil(x):
-    """The smallest integer >= x, as a float; zero gradient."""
-    return x if dtype_of(x) != "f64" else bind(prims.ceil_p, x)
+    """The smallest integer >= x (integers as they are); zero gradient."""
+    return x if not is_float(x) else bind(prims.ceil_p, x)
 
 
 def rint(x):
-    """The nearest integer, halves to even; zero gradient."""
-    return x if dtype_of(x) != "f64" else bind(prims.rint_p, x)
+    """The nearest integer, halves to even, as a float; zero gradient."""
+    return bind(prims.rint_p, x) if is_float(x) else astype(x, np.float64)  # as NumPy: a float, even of integers
 
 
 def trunc(x):
     """x rounded toward zero; zero gradient."""
-    return x if dtype_of(x) != "f64" else where(x < 0.0, ceil(x), floor(x))
+    return x if not is_float(x) else where(x < 0.0, ceil(x), floor(x))
 
 
 def round(x, decimals=0):
     """x rounded to `decimals` places, halves to even, as NumPy does it (x * 10^d, rint, / 10^d); zero gradient."""
-    if dtype_of(x) != "f64" and decimals >= 0:
+    if not is_float(x) and decimals >= 0:
         return x
     if decimals == 0:
         return rint(x)
@@ -214,11 +219,11 @@ def clip(x, a_min=None, a_max=None, *, min=None, max=None):
 
 
 def isnan(x):
-    return x != x if dtype_of(x) == "f64" else broadcast_to(False, shape(x))
+    return x != x if is_float(x) else broadcast_to(False, shape(x))
 
 
 def isinf(x):
-    return abs(x) == np.inf if dtype_of(x) == "f64" else broadcast_to(False, shape(x))
+    return abs(x) == np.inf if is_float(x) else broadcast_to(False, shape(x))
 
 
 def isfinite(x):
@@ -227,7 +232,7 @@ def isfinite(x):
 
 def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     """nan, inf and -inf replaced (by 0 and the largest finite floats unless given); gradient 1 elsewhere."""
-    if dtype_of(x) != "f64":
+    if not is_float(x):
         return x
     largest = np.finfo(np.float64).max
     x = where(x == np.inf, largest if posinf is None else posinf, x)
@@ -260,7 +265,7 @@ def floor_divide(x, y):
 
 def check_integral(name: str, *values) -> None:
     for value in values:
-        if dtype_of(value) == "f64":
+        if is_float(value):
             raise TypeError(f"{name} takes booleans or integers, not the float value {aval_of(value)} "
                             f"(at {where_text(user_source())}); compare first (x > 0) or use .astype(int)")
 
@@ -387,7 +392,7 @@ def prod(x, axis=None, dtype=None, out=None, keepdims=False):
     axes = normalize_axes(axis, len(in_shape))
     lanes = moved_to_end(x, axes)
     if shape(lanes)[-1] == 0:
-        result = broadcast_to(1 if dtype_of(x) != "f64" else 1.0, shape(lanes)[:-1])
+        result = broadcast_to(1.0 if is_float(x) else 1, shape(lanes)[:-1])
     else:
         result = getitem(cumprod(lanes, axis=-1), (Ellipsis, -1))
     if keepdims:
