@@ -118,7 +118,8 @@ CASES = [
     Case("argsort", lambda m, x: x * m.argsort(x), ((normal(6),),)),
     Case("trace diag diagonal", lambda m, x: m.trace(x) + m.diag(x, 1).sum() + m.diag(m.diag(x)) + m.diagonal(x, -1).sum(),
          ((normal(3, 3),),)),
-    Case("trace of a stack", lambda m, x: m.trace(x, axis1=1, axis2=2) + m.diagonal(x, 1, 0, 2).sum(), ((normal(2, 3, 3),),)),
+    Case("trace of a stack", lambda m, x: m.trace(x, axis1=1, axis2=2) + m.diagonal(x, 1, 0, 2).sum(),
+         ((normal(2, 3, 3),),)),
     Case("diag of a vector", lambda m, v: m.diag(v, -1) + m.diag(v, 1), ((normal(3),),)),
     Case("any all", lambda m, x: m.where(m.any(x > 1.0, axis=0), 1.0, 2.0) + m.all(x > -2.0) + m.count_nonzero(x > 0),
          ((normal(3, 4),),)),
@@ -158,7 +159,8 @@ CASES = [
     Case("dot of stacks", lambda m, x, y: m.dot(x, y), ((normal(2, 3, 4), normal(4, 2)),)),
     Case("einsum", lambda m, a, b, c: m.einsum("ij,jk->ik", a, b) + m.einsum("ij,jk", a, b) + m.einsum("ii->i", c).sum()
          + m.einsum("i,i", c[0], c[1]) + m.einsum("ij->", a) + m.einsum("bij,bjk->bik", a[None], b[None])[0]
-         + m.einsum("...ij->...ji", c)[0, 0] + m.einsum("ij,ij,jk->ik", a, a, b), ((normal(2, 3), normal(3, 2), normal(3, 3)),)),
+         + m.einsum("...ij->...ji", c)[0, 0] + m.einsum("ij,ij,jk->ik", a, a, b),
+         ((normal(2, 3), normal(3, 2), normal(3, 3)),)),
     Case("einsum batched and broadcast", lambda m, a, b: m.einsum("bij,jk->bki", a, b[0]) + m.einsum("bij,bjk->bki", a, b),
          ((normal(2, 3, 4), normal(2, 4, 3)),)),
     Case("batched matmul", lambda m, x, y, z: (x @ y) + m.matmul(x, z) @ np.eye(2) + (y.transpose(0, 2, 1) @ z).sum(),
@@ -169,7 +171,8 @@ CASES = [
     # -- indexing
     Case("array index after a slice", lambda m, x: x[:, indices(2, 0, 2)].T @ x[1:, [0, 3, 1]].T + x[:, [1]].sum()
          + x[::2, indices(-1, 0)].sum(), ((normal(3, 4),),)),
-    Case("array indices apart", lambda m, x: x[indices(0, 1), :, indices(3, 2)] + x[:, 1, indices(0, 0, 2)].T.sum(axis=0)[:2, None],
+    Case("array indices apart", lambda m, x: x[indices(0, 1), :, indices(3, 2)]
+         + x[:, 1, indices(0, 0, 2)].T.sum(axis=0)[:2, None],
          ((normal(2, 3, 4),),)),
     Case("boolean mask", lambda m, x: x[np.array([True, False, True])] * 2.0, ((normal(3, 2),),)),
     # -- methods

@@ -1247,7 +1247,8 @@ implements(np.equal)(equal)
 implements(np.not_equal)(not_equal)
 implements(np.matmul)(matmul)
 implements(np.square)(square)
-for _function in (positive, log1p, expm1, log2, log10, exp2, tan, arcsin, arccos, arctan, sinh, cosh, arcsinh, arccosh, arctanh,
+for _function in (positive, log1p, expm1, log2, log10, exp2, tan, arcsin, arccos, arctan, sinh, cosh, arcsinh, arccosh,
+                  arctanh,
                   cbrt, arctan2, hypot, reciprocal, deg2rad, rad2deg, floor, ceil, rint, trunc, isnan, isinf, isfinite,
                   logaddexp, logaddexp2, floor_divide, bitwise_and, bitwise_or, bitwise_xor, invert, logical_and,
                   logical_or, logical_xor, logical_not):
