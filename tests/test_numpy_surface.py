@@ -284,7 +284,8 @@ def test_bitwise_operators_on_floats_name_the_line():
 
 @pytest.mark.parametrize("call", [lambda t: np.median(t), lambda t: np.unique(t), lambda t: np.fft.fft(t),
                                   lambda t: np.pad(t, 1, mode="mean"), lambda t: np.sum(t, out=np.zeros(())),
-                                  lambda t: np.add.reduce(t), lambda t: np.nonzero(t)])
+                                  lambda t: np.add.reduce(t), lambda t: np.nonzero(t),
+                                  lambda t: np.take(t, [0, 5], mode="clip")])
 def test_functions_outside_the_set_are_refused_naming_the_function_and_the_line(call):
     with pytest.raises(errors.UnsupportedNumpyFunctionError, match=rf"np\.[\w.]+.*(\(at|at ).*{HERE}:\d+"):
         tg.jit(call)(np.ones(3))

@@ -735,6 +735,9 @@ def repeat(x, repeats, axis=None):
 def take(x, indices, axis=None, out=None, mode=None):
     """The elements of x at `indices` along `axis` (of the flattened x when None), as x[..., indices, ...]."""
     refuse_out("take", out)
+    if mode not in (None, "raise"):
+        raise UnsupportedNumpyFunctionError(f"np.take with mode={mode!r} (at {where_text(user_source())}); "
+                                            "tracegrad's indices must lie in [-n, n), as with mode='raise'")
     if axis is None:
         x, axis = ravel(x), 0
     (axis,) = normalize_axes(axis, ndim(x))
