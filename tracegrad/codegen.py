@@ -20,7 +20,7 @@ import numpy as np
 
 from . import concurrency, disk_cache, tape
 from .config import config
-from .ir import Literal, Namer, Op, Program, Var
+from .ir import FLOAT_DTYPES, Literal, Namer, Op, Program, Var
 from .lowering import numpy_dtype, rule_for
 from .numba_jit import jit_compile
 
@@ -46,6 +46,8 @@ compile_count = 0  # how many distinct sources were compiled; the tests count th
 
 
 def literal_text(value) -> str:
+    if isinstance(value, np.float32):  # numba types `0.5 * x` as float64 for a float32 x: a float32 literal
+        return f"np.float32({literal_text(float(value))})"
     if isinstance(value, float):
         if math.isnan(value):
             return "np.nan"
@@ -109,8 +111,10 @@ class SourceWriter:
         return f"np.empty({var.aval.shape}, {numpy_dtype(var.aval.dtype)})"
 
     def is_product(self, op: Op) -> bool:
-        """A float64 matrix product: numba's code calls tracegrad.gemm for it."""
-        return rule_for(op.primitive).product and all(x.aval.dtype == "f64" for x in op.inputs)
+        """A matrix product of float64 or of float32 matrices: numba's code calls tracegrad.gemm for it."""
+        dtype = op.out.aval.dtype
+        return (rule_for(op.primitive).product and dtype in FLOAT_DTYPES
+                and all(x.aval.dtype == dtype for x in op.inputs))
 
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
@@ -122,7 +126,8 @@ class SourceWriter:
         emit = rule.statement if self.numba or rule.numpy_statement is None else rule.numpy_statement
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
         if self.numba and self.is_product(op):
-            name = "tg_parallel_matmul" if self.parallel and multiply_adds(op) >= PARALLEL_MIN_PRODUCT else "tg_matmul"
+            parallel = self.parallel and op.out.aval.dtype == "f64" and multiply_adds(op) >= PARALLEL_MIN_PRODUCT
+            name = "tg_parallel_matmul" if parallel else "tg_matmul"
             if op.out in self.workspace:  # into its kept array
                 return [f"{out} = {name}_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
             return [f"{out} = {name}({inputs[0]}, {inputs[1]})"]
@@ -170,7 +175,7 @@ class SourceWriter:
                 lines.append(comment)
                 last_comment = comment
             lines.extend(self.statement(op))
-            if self.check_finite and not op.primitive.multiple_results and op.out.aval.dtype == "f64":
+            if self.check_finite and not op.primitive.multiple_results and op.out.aval.dtype in FLOAT_DTYPES:
                 lines.extend(self.finiteness_check(op))
         return lines
 
@@ -201,7 +206,8 @@ class SourceWriter:
 
     def is_fresh_temporary(self, x) -> bool:
         """A float array made by this function's own code, which nothing else refers to."""
-        if not isinstance(x, Var) or x in self.outputs or x not in self.defined_here or x.aval.dtype != "f64":
+        if (not isinstance(x, Var) or x in self.outputs or x not in self.defined_here
+                or x.aval.dtype not in FLOAT_DTYPES):
             return False
         maker = self.maker[x]
         return maker.primitive.elementwise or self.is_product(maker)
@@ -254,7 +260,8 @@ class SourceWriter:
             return f"{self.name(atom)}[{at}]"
 
         lines = [f"{self.name(v)} = {self.allocate(v)}" for v in kept]
-        lines += [f"{self.name(op.out)} = {'0.0' if op.out.aval.dtype == 'f64' else '0'}" for op in sums]
+        zero = {"f64": "0.0", "f32": "np.float32(0.0)"}
+        lines += [f"{self.name(op.out)} = {zero.get(op.out.aval.dtype, '0')}" for op in sums]
         libm_calls = math.prod(shape) * sum(rule_for(op.primitive).libm_call for op in group)
         parallel = self.parallel and libm_calls >= PARALLEL_MIN_LIBM_CALLS
         outer = "numba.prange" if parallel else "range"
@@ -268,8 +275,7 @@ class SourceWriter:
             if op in sums:
                 lines.append(depth + f"{self.name(op.out)} += {element(op.inputs[0])}")
                 continue
-            template = rule_for(op.primitive).element
-            lines.append(depth + f"_{self.name(op.out)} = {template.format(*map(element, op.inputs), **op.param)}")
+            lines.append(depth + f"_{self.name(op.out)} = {element_text(op, list(map(element, op.inputs)))}")
             if op.out in kept:
                 lines.append(depth + f"{self.name(op.out)}[{index}] = _{self.name(op.out)}")
         if parallel:
@@ -333,6 +339,12 @@ class SourceWriter:
         if callable(view):
             return view(op, result)
         return view or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
+
+
+def element_text(op: Op, inputs: list[str]) -> str:
+    """One element of an elementwise op, from its lowering's element template (or function)."""
+    template = rule_for(op.primitive).element
+    return template(inputs, op) if callable(template) else template.format(*inputs, **op.param)
 
 
 def function_text(name: str, params: list[str], body: list[str], results: list[str]) -> list[str]:

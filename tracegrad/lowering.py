@@ -9,7 +9,8 @@ tracegrad/primitives.py, its code is its entry here. An entry (`Lowering`) holds
                      lines that assign `out` (the loops of where, reductions, pad, gather)
     numpy_statement  the python backend's form, where `statement` is a loop written for numba
     element          for an elementwise primitive: the template of one element, used when runs
-                     of elementwise ops are fused into one loop, and by the tape
+                     of elementwise ops are fused into one loop, and by the tape; or a function
+                     (ins, op) giving it, for one whose element depends on its params (convert)
     simd_ufunc       the NumPy ufunc whose SIMD loop beats numba's per-element libm call: large
                      arrays are computed by it (in numba's object mode) instead of in a loop
     libm_call        its element calls libm (3-15 ns each in numba): a loop of them is worth threads sooner
@@ -34,7 +35,7 @@ import numpy as np
 from .control_flow import cond_p, scan_p, while_p
 from .custom import checkpoint_call_p, custom_jvp_call_p, custom_vjp_call_p
 from .ir import Op, Primitive
-from .primitives import (abs_p, add_p, broadcast_to_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p,
+from .primitives import (abs_p, add_p, broadcast_to_p, convert_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p,
                          log_p, lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, optimization_barrier_p,
                          pad_p, pow_p, reduce_max_p, reduce_sum_p, reshape_p, scatter_add_p, sign_p, sin_p,
                          slice_p, sqrt_p, stop_gradient_p, sub_p, tanh_p, transpose_p, where_p)
@@ -76,7 +77,7 @@ def elementwise(template: str, **fields) -> Lowering:
 
 
 def numpy_dtype(dtype: str) -> str:
-    return {"f64": "np.float64", "i64": "np.int64", "bool": "np.bool_"}[dtype]
+    return {"f64": "np.float64", "f32": "np.float32", "i64": "np.int64", "bool": "np.bool_"}[dtype]
 
 
 # -- elementwise ---------------------------------------------------------------------------
@@ -214,7 +215,15 @@ def emit_transpose(out: str, ins: list[str], op: Op):
 
 
 rules[transpose_p] = Lowering(emit_transpose, view=True)
-rules[matmul_p] = Lowering("{0} @ {1}", product=True)
+def emit_matmul(out: str, ins: list[str], op: Op):
+    # numba's `@` takes operands of one dtype: a float32 operand beside a float64 one is converted first
+    dtype = op.out.aval.dtype
+    operands = [name if x.aval.dtype == dtype else f"{name}.astype({numpy_dtype(dtype)})"
+                for name, x in zip(ins, op.inputs)]
+    return f"{operands[0]} @ {operands[1]}"
+
+
+rules[matmul_p] = Lowering(emit_matmul, numpy_statement="{0} @ {1}", product=True)
 
 # -- indexing ----------------------------------------------------------------------------------
 
@@ -306,6 +315,17 @@ def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:
 
 
 rules[scatter_add_p] = Lowering(emit_scatter_add, numpy_statement=numpy_scatter_add)
+
+
+# -- convert (the float32 work's block) -----------------------------------------------------
+
+
+def emit_convert(out: str, ins: list[str], op: Op) -> str:
+    dtype = numpy_dtype(op.param["dtype"])
+    return f"{dtype}({ins[0]})" if op.inputs[0].aval.shape == () else f"{ins[0]}.astype({dtype})"
+
+
+rules[convert_p] = Lowering(emit_convert, element=lambda ins, op: f"{numpy_dtype(op.param['dtype'])}({ins[0]})")
 
 
 # -- control flow: real loops and branches, their bodies written inside them -----------------

@@ -16,7 +16,7 @@ from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .primitives import (broadcast_to_p, div_p, eq_p, matmul_p, mul_p, pow_p, reduce_sum_p, reshape_p,
                          stop_gradient_p, transpose_p, where_p)
 
-PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
+PYTHON_TYPES = {"f64": float, "f32": np.float32, "i64": int, "bool": bool}
 
 
 def optimize(closed: ClosedProgram) -> ClosedProgram:
@@ -141,7 +141,7 @@ def power_as_products(rewriter: Rewriter, op: Op, inputs) -> bool:
     elif power.value == 3.0:
         rewriter.keep(op, mul_p, (rewriter.add(op, mul_p, (x, x)), x), ())
     elif power.value == -1.0:
-        rewriter.keep(op, div_p, (Literal(1.0), x), ())
+        rewriter.keep(op, div_p, (Literal(PYTHON_TYPES[x.aval.dtype](1.0)), x), ())
     else:
         return False
     return True
