@@ -112,9 +112,10 @@ class SourceWriter:
 
     def is_product(self, op: Op) -> bool:
         """A matrix product of float64 or of float32 matrices: numba's code calls tracegrad.gemm for it."""
+        if not rule_for(op.primitive).product:
+            return False
         dtype = op.out.aval.dtype
-        return (rule_for(op.primitive).product and dtype in FLOAT_DTYPES
-                and all(x.aval.dtype == dtype for x in op.inputs))
+        return dtype in FLOAT_DTYPES and all(x.aval.dtype == dtype for x in op.inputs)
 
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)

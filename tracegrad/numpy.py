@@ -13,7 +13,7 @@ import builtins
 import numpy as np
 
 from . import primitives as prims
-from .core import Tracer, as_traceable_array, bind
+from .core import NUMPY_DTYPES, Tracer, as_traceable_array, bind, dtype_name
 from .errors import IndexingError, ShapeError, UnsupportedNumpyFunctionError
 from .ir import Primitive
 from .source_info import user_source, where_text
@@ -76,11 +76,11 @@ def where(condition, x, y):
 
 
 def zeros_like(x):
-    return bind(prims.broadcast_to_p, 0.0, shape=shape(x))
+    return bind(prims.broadcast_to_p, float_like(x, 0.0), shape=shape(x))
 
 
 def ones_like(x):
-    return bind(prims.broadcast_to_p, 1.0, shape=shape(x))
+    return bind(prims.broadcast_to_p, float_like(x, 1.0), shape=shape(x))
 
 
 # -- reductions --------------------------------------------------------------------------
@@ -311,6 +311,25 @@ def check_in_bounds(index: np.ndarray, size: int, axis: int) -> None:
                             f"(at {where_text(user_source())})")
 
 
+# -- dtypes (the float32 work's block) ---------------------------------------------------------
+
+float32 = np.float32
+
+
+def astype(x, dtype):
+    """x as `dtype` (float32, float64, int64 or bool; a Python type or a NumPy dtype), as NumPy's
+    `x.astype(dtype)`: a float made an integer is truncated toward zero."""
+    if not isinstance(x, Tracer):
+        return np.asarray(x).astype(NUMPY_DTYPES[dtype_name(dtype)])
+    return prims.convert(x, dtype_name(dtype))
+
+
+def float_like(x, value: float):
+    """`value` as a float32 number for a float32 x, else as a Python float."""
+    dtype = x.dtype if isinstance(x, Tracer) else np.asarray(x).dtype
+    return np.float32(value) if dtype == np.float32 else value
+
+
 # -- NumPy's dispatch protocols ----------------------------------------------------------
 
 UFUNCS = {
@@ -381,7 +400,7 @@ TRACER_METHODS = {
     "mean": lambda x, axis=None, keepdims=False: mean(x, axis, keepdims=keepdims),
     "max": lambda x, axis=None, keepdims=False: max(x, axis, keepdims=keepdims),
     "min": lambda x, axis=None, keepdims=False: min(x, axis, keepdims=keepdims),
-    "transpose": _transpose_method, "reshape": _reshape_method, "dot": dot,
+    "transpose": _transpose_method, "reshape": _reshape_method, "dot": dot, "astype": astype,
     "T": property(transpose), "__getitem__": getitem,
     # NumPy's own functions called on tracers
     "__array_ufunc__": lambda x, ufunc, method, *inputs, **kwargs: dispatch_ufunc(ufunc, method, inputs, kwargs),
