@@ -47,7 +47,7 @@ compile_count = 0  # how many distinct sources were compiled; the tests count th
 
 def literal_text(value) -> str:
     if isinstance(value, np.float32):  # numba types `0.5 * x` as float64 for a float32 x: a float32 literal
-        return f"np.float32({literal_text(float(value))})"
+        return f"np.float32({str(value) if np.isfinite(value) else literal_text(float(value))})"
     if isinstance(value, float):
         if math.isnan(value):
             return "np.nan"

@@ -226,7 +226,7 @@ class Namer:
 
 def format_literal(value) -> str:
     if isinstance(value, np.float32):  # printed with its type, as the binders are: 0.5:f32
-        return f"{format_literal(float(value))}:f32"
+        return f"{str(value) if math.isfinite(value) else format_literal(float(value))}:f32"
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return repr(value)
