@@ -174,6 +174,10 @@ def test_transformations_keep_float32(python_backend):
     assert per_example.dtype == np.float32 and per_example.shape == (3, 4)
     grad = tg.grad(lambda s: s * s * 3.0)(np.float32(2.0))
     assert type(grad) is np.float32 and grad == 12.0
+    out, pullback = tg.vjp(fun, x)  # a float64 cotangent of a float32 output is taken as float32
+    assert out.dtype == np.float32 and pullback(np.ones(4))[0].dtype == np.float32
+    value, f_jvp = tg.linearize(fun, x)
+    assert value.dtype == np.float32 and f_jvp(np.ones(4)).dtype == np.float32
     tg.check_grads(lambda x: tnp.exp(x) * tnp.tanh(x), (x,))
 
 

@@ -1012,8 +1012,7 @@ def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
             if np.shape(tangent_leaves[index]) != np.shape(leaves[index]):
                 raise errors.ShapeError(f"linearize: a tangent of shape {np.shape(tangent_leaves[index])} for a "
                                         f"primal of shape {np.shape(leaves[index])} (at {where_text(user_source())})")
-        values = list(residuals) + [prepare_leaf(tangent_leaves[i]) if np.ndim(leaves[i]) == 0
-                                    else as_traceable_array(tangent_leaves[i]) for i in wrt]
+        values = list(residuals) + [in_traced_dtype(tangent_leaves[i], leaf_aval(leaves[i])) for i in wrt]
         return tree_unflatten(flat.tree, pushforward.for_signature(values)(values))
 
     return tree_unflatten(flat.tree, outputs), f_jvp
@@ -1065,11 +1064,20 @@ def compiled_vjp(flat: Flattened, signature: Signature, wrt: list[int]) -> tuple
     outputs, residuals = results[:n_outputs], results[n_outputs:]
     adjoint = Compiled(backward, flat_list(len(wrt)), generated_name("vjp_backward", flat.fun), settings)
 
+    cotangent_avals = [v.aval for v in backward.program.inputs[len(residuals):]]
+
     def flat_pullback(cotangents):
-        leaves = list(residuals) + list(cotangents)
+        leaves = list(residuals) + [in_traced_dtype(c, aval) for c, aval in zip(cotangents, cotangent_avals)]
         return adjoint.for_signature(leaves)(leaves)
 
     return outputs, flat_pullback
+
+
+def in_traced_dtype(value, aval: Aval):
+    """A tangent or cotangent given for a value traced as `aval`, in its dtype (a float64 cotangent of a
+    float32 output is made float32, as the program was traced for), as compiled code takes it."""
+    array = np.asarray(value, dtype=core.NUMPY_DTYPES[aval.dtype])
+    return prepare_leaf(array) if array.ndim == 0 else array
 
 
 def cache_info() -> dict:
