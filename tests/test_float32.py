@@ -193,6 +193,9 @@ def test_scan_carries_float32_and_its_gradient_is_float32(python_backend):
     assert type(gw) is np.float32 and gxs.dtype == np.float32
     assert gw == pytest.approx(gw64, rel=1e-4)
     np.testing.assert_allclose(gxs, gxs64, rtol=1e-4, atol=1e-6)
+    power = lambda x: tg.fori_loop(0, 3, lambda i, y: y * x, tnp.ones(2, dtype=tnp.float32))
+    assert tg.jit(power)(np.float32(2.0)).dtype == np.float32
+    assert type(tg.grad(lambda x: tnp.sum(power(x)))(np.float32(2.0))) is np.float32
 
 
 def test_optimizers_and_initialisers_keep_the_parameters_dtype(python_backend):
