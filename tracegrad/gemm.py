@@ -312,10 +312,11 @@ else:  # BLAS, which has threads of its own
     tg_parallel_matmul, tg_parallel_matmul_into = float64_matmul, float64_matmul_into
 
 
-# A float32 product is BLAS's sgemm. This module's kernel made float32 (16 lanes, panels 32 wide) tied
-# with it over the products of W5's and W6's step: 0.94 and 1.01 of sgemm's time summed over each
-# batch's eight products, each product from 0.3 to 4.3 of it either way (benchmarks/suite/products.py,
-# on the shared AVX-512 machine); so one kernel is kept, for float64, and float32 calls BLAS.
+# A float32 product is BLAS's sgemm. This module's kernel made float32 (16 lanes, panels 32 wide) took
+# 0.94-1.19 (batch 256) and 1.01-1.06 (batch 4,096) of sgemm's time summed over the eight products of
+# W5's and W6's step in two runs, single products from 0.3 to 4.3 of it either way
+# (benchmarks/suite/products.py, on the shared AVX-512 machine): no faster, so one kernel is kept, for
+# float64, and float32 calls BLAS.
 def product_by_dtype(a, b):
     """a @ b in compiled code: float32 matrices by BLAS's sgemm, float64 ones by `float64_matmul`."""
     raise NotImplementedError("called from numba-compiled code only")
