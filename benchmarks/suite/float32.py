@@ -8,7 +8,9 @@ step; rtol 1e-3, atol 1e-5 for gradients).
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
+import time
 import traceback
 
 import numpy as np
@@ -50,16 +52,22 @@ def run(loaded, timing: Timing, rounds: int) -> bool:
     """Check, then time every row of each float32 workload; print the table. False if a check failed."""
     print("\nfloat32: W5 and W6 at batch 4,096 (rows sampled in turn, one sample of each per round; "
           f"median of {rounds} rounds)")
+    print(f"  CPU: {cpu_description()}; load average {os.getloadavg()[0]:.2f} at the start")
+    print(f"  checks before timing, against tracegrad's float64 step: the result of one step (rtol {STEP_RTOL:g}, "
+          f"atol {STEP_ATOL:g}), loss and gradient (rtol {GRADIENT_RTOL:g}, atol {GRADIENT_ATOL:g}), "
+          "every array float32")
     ok = True
     for key in WORKLOADS:
         workload = workloads.get(key)
         workload32 = as_float32(workload)
-        built, expected = [], None
+        built, expected, first_calls = [], None, {}
         for label, adapter, is_float32 in implementations(loaded):
             chosen = workload32 if is_float32 else workload
             try:
+                start = time.perf_counter()
                 step = adapter.build_step(chosen)
                 after_step = step.read(step.fn(*step.args))
+                first_calls[label] = time.perf_counter() - start
                 gradient = adapter.value_and_grad(chosen)
             except Exception:  # noqa: BLE001  (the row is reported, the others run)
                 print(f"  {key} {label}: ERROR\n{traceback.format_exc()}")
@@ -87,11 +95,22 @@ def run(loaded, timing: Timing, rounds: int) -> bool:
         medians = {label: statistics.median(values) for label, values in samples.items()}
         spreads = {label: (max(values) - min(values)) / medians[label] for label, values in samples.items()}
         print(f"\n  {workload32.title.replace(key, key + ' float32', 1)}")
-        print(f"  {'row':<32} {'per step':>11} {'spread':>7} {'vs tg f64':>10} {'vs JAX f32':>11}")
+        print(f"  {'row':<32} {'first call':>10} {'per step':>11} {'spread':>7} {'vs tg f64':>10} {'vs JAX f32':>11}")
         f64 = medians.get("tracegrad float64 jit(step)")
         jax32 = medians.get("JAX float32 jit(step)")
         for label, median in medians.items():
             vs_f64 = f"{median / f64:.2f}x" if f64 else "-"
             vs_jax = f"{median / jax32:.2f}x" if jax32 else "-"
-            print(f"  {label:<32} {median * 1e3:>8.3f} ms {spreads[label]:>6.0%} {vs_f64:>10} {vs_jax:>11}")
+            print(f"  {label:<32} {first_calls[label]:>8.2f} s {median * 1e3:>8.3f} ms {spreads[label]:>6.0%} "
+                  f"{vs_f64:>10} {vs_jax:>11}")
+    print(f"\n  load average {os.getloadavg()[0]:.2f} at the end")
     return ok
+
+
+def cpu_description() -> str:
+    """The CPU's name (as LLVM knows it) and its vector features."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    wanted = ("sse4.2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl")
+    return f"{llvm.get_host_cpu_name()} ({', '.join(f for f in wanted if features.get(f))})"
