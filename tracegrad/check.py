@@ -35,7 +35,8 @@ def check_grads(fun: Callable, args, order: int = 1, eps: float = 1e-6, rtol: fl
         grad_leaves = tree_flatten(analytic[argnum])[0]
         for leaf_index, (leaf, leaf_grad) in enumerate(zip(leaves, grad_leaves)):
             for coordinate in np.ndindex(np.shape(leaf)):
-                numeric = central_difference(evaluate, wide_args, argnum, treedef, leaves, leaf_index, coordinate, eps)
+                numeric = central_difference(evaluate, wide_args, argnum, treedef, leaves, leaf_index, coordinate,
+                                             eps)
                 exact = float(np.asarray(leaf_grad)[coordinate])
                 error = abs(exact - numeric)
                 rows.append((argnum, leaf_index, coordinate, exact, numeric, error,

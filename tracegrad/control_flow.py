@@ -351,7 +351,8 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
             return ([a + input_cotangents[i] for a, i in zip(accumulated, const_wrt)]
                     + [input_cotangents[i] for i in carry_wrt] + [input_cotangents[i] for i in x_wrt])
 
-        step_avals = ([aval_of(v) for v in const_residuals] + [cotangent_aval(body.inputs[i].aval) for i in const_wrt]
+        step_avals = ([aval_of(v) for v in const_residuals]
+                      + [cotangent_aval(body.inputs[i].aval) for i in const_wrt]
                       + [carry_avals[i - num_consts] for i in carry_wrt]
                       + [Aval(aval_of(v).shape[1:], aval_of(v).dtype) for v in stacked_values]
                       + [Aval(aval_of(v).shape[1:], aval_of(v).dtype) for v in x_residuals]
@@ -664,7 +665,8 @@ def while_jvp(primals, tangents, *, cond: Program, body: Program, num_cond_const
         return outs[:n_carry] + outs[n_carry:n_carry + len(carries)]
 
     cond_program, cond_consts = closed_program(condition, [v.aval for v in cond.inputs] + tangent_avals)
-    step_avals = ([v.aval for v in body.inputs[:n_body_consts]] + [cotangent_aval(body.inputs[i].aval) for i in consts]
+    step_avals = ([v.aval for v in body.inputs[:n_body_consts]]
+                  + [cotangent_aval(body.inputs[i].aval) for i in consts]
                   + carry_avals + tangent_avals)
     body_program, body_consts = closed_program(step, step_avals)
     tangent_of = lambda i: body_tangents[i] if body_tangents[i] is not None else zeros(

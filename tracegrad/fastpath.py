@@ -21,12 +21,12 @@ def known_signature_call(key: tuple, entry) -> Callable | None:
     """`args -> result` of `entry` (an api.Compiled) for arguments whose cache key is `key`, else `MISS`.
 
     `key` holds one flattened structure per argument, each leaf described by `api.leaf_key`.
-    Returns None (no fast lane) when a leaf is neither a float (Python's or np.float32) nor an array, or a container is
-    not a tuple, list, dict with str/int keys, or None.
+    Returns None (no fast lane) when a leaf is neither a float (Python's or np.float32) nor an array, or
+    a container is not a tuple, list, dict with str/int keys, or None.
     """
     names = (f"v{i}" for i in itertools.count())
-    namespace: dict = {"ndarray": np.ndarray, "float32": np.float32, "MISSING": MISSING, "MISS": MISS, "entry": entry,
-                       "finish": entry.finish, "consts": entry.consts}
+    namespace: dict = {"ndarray": np.ndarray, "float32": np.float32, "MISSING": MISSING, "MISS": MISS,
+                       "entry": entry, "finish": entry.finish, "consts": entry.consts}
     lines: list[str] = []
     leaves: list[str] = []
 

@@ -28,7 +28,8 @@ def basis(shape: tuple[int, ...], dtype: str = "f64"):
     program (an equality of two index ranges), not stored in it."""
     size = math.prod(shape)
     one, zero = NUMPY_DTYPES[dtype](1.0), NUMPY_DTYPES[dtype](0.0)
-    identity = bind(where_p, bind(eq_p, np.arange(size).reshape(size, 1), np.arange(size).reshape(1, size)), one, zero)
+    equal = bind(eq_p, np.arange(size).reshape(size, 1), np.arange(size).reshape(1, size))
+    identity = bind(where_p, equal, one, zero)
     return bind(reshape_p, identity, shape=(size,) + shape)
 
 

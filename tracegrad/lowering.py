@@ -35,8 +35,8 @@ import numpy as np
 from .control_flow import cond_p, scan_p, while_p
 from .custom import checkpoint_call_p, custom_jvp_call_p, custom_vjp_call_p
 from .ir import Op, Primitive
-from .primitives import (abs_p, add_p, broadcast_to_p, convert_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p, le_p,
-                         log_p, lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, optimization_barrier_p,
+from .primitives import (abs_p, add_p, broadcast_to_p, convert_p, cos_p, div_p, eq_p, exp_p, gather_p, ge_p, gt_p,
+                         le_p, log_p, lt_p, matmul_p, maximum_p, minimum_p, mul_p, ne_p, neg_p, optimization_barrier_p,
                          pad_p, pow_p, reduce_max_p, reduce_sum_p, reshape_p, scatter_add_p, sign_p, sin_p,
                          slice_p, sqrt_p, stop_gradient_p, sub_p, tanh_p, transpose_p, where_p)
 from .source_info import where_text

@@ -285,7 +285,8 @@ batch_rules[sign_p] = elementwise_batch(sign_p)
 # stop_gradient: x itself, but no cotangent flows back through it
 stop_gradient_p = Primitive("stop_gradient", elementwise=True, differentiable=False)
 abstract_eval_rules[stop_gradient_p] = float_unary
-impl_rules[stop_gradient_p] = lambda x: np.asarray(x, float_numpy_dtype(x)) if np.ndim(x) else float_numpy_dtype(x)(x)
+impl_rules[stop_gradient_p] = lambda x: (np.asarray(x, float_numpy_dtype(x)) if np.ndim(x)
+                                         else float_numpy_dtype(x)(x))
 batch_rules[stop_gradient_p] = elementwise_batch(stop_gradient_p)
 
 # optimization_barrier: x itself, which no pass looks through: ops on it are never merged with
