@@ -257,9 +257,16 @@ class SourceWriter:
         return groups
 
     def sums_within(self, op: Op, group: list[Op]) -> bool:
-        """A sum over every axis of a value the run computes: an accumulator in its loop."""
-        return (rule_for(op.primitive).accumulator and op.out.aval.shape == () and isinstance(op.inputs[0], Var)
-                and self.maker.get(op.inputs[0]) in group)
+        """A sum of a value the run computes over every axis, or over its leading axes (a bias's gradient,
+        summed over the batch): an accumulator in its loop, so the value is not read again to be summed.
+        A sum to an array is not one in a parallel loop, whose threads would add into it at once.
+        (Measured on W5's and W6's steps, steps built with and without sums to arrays sampled in turn in
+        one process: 0.97-0.99 of the time in float32, 0.97-1.00 in float64.)"""
+        if not (rule_for(op.primitive).accumulator and isinstance(op.inputs[0], Var)
+                and self.maker.get(op.inputs[0]) in group):
+            return False
+        axes = op.param["axes"]
+        return op.out.aval.shape == () or (axes == tuple(range(len(axes))) and not self.parallel)
 
     def kept(self, group: list[Op]) -> list[Var]:
         """The values of a fused run that are read after it: stored in arrays."""
@@ -291,7 +298,9 @@ class SourceWriter:
 
         lines = [f"{self.name(v)} = {self.allocate(v)}" for v in kept]
         zero = {"f64": "0.0", "f32": "np.float32(0.0)"}
-        lines += [f"{self.name(op.out)} = {zero.get(op.out.aval.dtype, '0')}" for op in sums]
+        lines += [f"{self.name(op.out)} = {zero.get(op.out.aval.dtype, '0')}" if op.out.aval.shape == () else
+                  f"{self.name(op.out)} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})"
+                  for op in sums]
         libm_calls = math.prod(shape) * sum(rule_for(op.primitive).libm_call for op in group)
         parallel = self.parallel and libm_calls >= PARALLEL_MIN_LIBM_CALLS
         outer = "numba.prange" if parallel else "range"
@@ -302,8 +311,10 @@ class SourceWriter:
             if comment != last_comment:
                 lines.append(depth + comment)
                 last_comment = comment
-            if op in sums:
-                lines.append(depth + f"{self.name(op.out)} += {element(op.inputs[0])}")
+            if op in sums:  # into the element of the sum that this element belongs to
+                kept_axes = range(len(shape) - op.out.aval.ndim, len(shape))
+                at = f"[{', '.join(f'_i{d}' for d in kept_axes)}]" if op.out.aval.ndim else ""
+                lines.append(depth + f"{self.name(op.out)}{at} += {element(op.inputs[0])}")
                 continue
             lines.append(depth + f"_{self.name(op.out)} = {element_text(op, list(map(element, op.inputs)))}")
             if op.out in kept:
