@@ -205,7 +205,8 @@ def on_data_axes(rewriter: Rewriter, op: Op, inputs) -> bool:
             continue
         padded = (1,) * (len(shape) - x.aval.ndim) + x.aval.shape  # as broadcasting aligns it
         operands.append(reshape_to(rewriter, op, x, tuple(padded[axis] for axis in data_axes)))
-    smaller = rewriter.add(op, op.primitive, tuple(operands), op.params)
+    params = tuple((key, squeezed) if key == "shape" else (key, value) for key, value in op.params)  # broadcast_to's
+    smaller = rewriter.add(op, op.primitive, tuple(operands), params)
     rewriter.keep(op, reshape_p, (smaller,), (("shape", shape),))
     return True
 
