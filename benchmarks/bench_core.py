@@ -5,8 +5,10 @@ Run from the repository root:
     python benchmarks/bench_core.py                  # all workloads, all installed peers
     python benchmarks/bench_core.py --quick          # smoke test: short samples
     python benchmarks/bench_core.py --workloads W4,W5 --implementations tracegrad,jax
+    python benchmarks/bench_core.py --float32         # only the float32 rows of W5 and W6 (batch 4,096)
 
 Workloads W1-W6 are described in suite/workloads.py, what is measured in benchmarks/README.md.
+After them (with W5 or W6 selected), W5 and W6 at batch 4,096 in float32 (suite/float32.py).
 Every implementation's loss and gradient (and its result after one step) is checked against
 the hand-written numba reference (rtol 1e-9) before it is timed; the reference's gradient is
 checked against central differences. The exit status is 1 if any check failed, any
@@ -32,7 +34,7 @@ import traceback  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from suite import checks, registry, report, threads, workloads  # noqa: E402
+from suite import checks, float32, registry, report, threads, workloads  # noqa: E402
 from suite.implementation import Unsupported  # noqa: E402
 from suite.report import Row  # noqa: E402
 from suite.timing import Timing, garbage_collector_paused, measure  # noqa: E402
@@ -128,8 +130,9 @@ def print_header(options, timing: Timing, loaded: registry.Loaded, tracegrad_not
     print(f"  tracegrad: {tracegrad_note}")
     print("  PyTorch and micrograd steps update their own parameters, so they go on training from call to call;"
           " the others are pure and are called again on the same arguments")
-    print()
-    report.print_table_header()
+    if not options.float32:
+        print()
+        report.print_table_header()
 
 
 def prepare_tracegrad(warm_cache: bool) -> tuple[str | None, str]:
@@ -161,6 +164,9 @@ def parse_args(argv=None):
     parser.add_argument("--samples", type=int, help="samples per row (default 7, 3 with --quick)")
     parser.add_argument("--sample-ms", type=float,
                         help="minimum length of one sample in ms (default 50, 2 with --quick)")
+    parser.add_argument("--float32", action="store_true", help="only the float32 rows (W5 and W6 at batch "
+                        "4,096: tracegrad float32 and float64, JAX float32, NumPy float32)")
+    parser.add_argument("--float32-rounds", type=int, default=9, help="rounds of float32 samples (default 9)")
     parser.add_argument("--warm-cache", action="store_true", help="use tracegrad's usual compile cache "
                         "instead of an empty one (first calls may load instead of compiling)")
     options = parser.parse_args(argv)
@@ -188,14 +194,19 @@ def main(argv=None) -> int:
         if not loaded.implementations or loaded.implementations[0].key != "numba":
             print("\nno numba reference: nothing can be checked")
             return 1
-        rows = [row for key in options.workload_keys
-                for row in run_workload(workloads.get(key), loaded.implementations, timing)]
+        rows = [] if options.float32 else [row for key in options.workload_keys
+                                           for row in run_workload(workloads.get(key), loaded.implementations, timing)]
+        float32_ok = True
+        if options.float32 or {"W5", "W6/b4096"} & set(options.workload_keys):
+            float32_ok = float32.run(loaded, timing, options.float32_rounds)
     finally:
         if cache:
             shutil.rmtree(cache, ignore_errors=True)
-    report.print_summary(options.workload_keys, rows, registry.KEYS)
-    report.print_problems(rows)
+    if rows:
+        report.print_summary(options.workload_keys, rows, registry.KEYS)
+        report.print_problems(rows)
     bad = [f"{row.workload} {row.label}: {row.status}" for row in rows if row.status in ("FAILED", "ERROR")]
+    bad += [] if float32_ok else ["a float32 row failed its check or raised"]
     bad += [error.splitlines()[0] for error in loaded.errors]
     print("\n" + ("FAILED: " + "; ".join(bad) if bad else "all checks passed"))
     return 1 if bad else 0

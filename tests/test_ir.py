@@ -359,7 +359,8 @@ MLP_STEP_SOURCE = """\
 def jit_mlp_step(a, b, c, d):
     # test_ir.py:{loss}
     e = tg_matmul(c, a)
-    l = np.empty((4, 1), np.float64)
+    l = e
+    m = np.zeros((1,), np.float64)
     for _i0 in range(4):
         for _i1 in range(1):
             # test_ir.py:{loss}
@@ -373,12 +374,8 @@ def jit_mlp_step(a, b, c, d):
             _k = 1.0 - _j
             _l = _i * _k
             l[_i0, _i1] = _l
-    # Grad of: x @ params["W"] + params["b"]  (add, test_ir.py:{loss})
-    m_0_in = np.ascontiguousarray(l).reshape((1, 4, 1))
-    m_0 = np.empty(1, np.float64)
-    for _i0 in range(1):
-        m_0[_i0] = np.sum(m_0_in[_i0, :, 0])
-    m = m_0.reshape((1,))
+            # Grad of: x @ params["W"] + params["b"]  (add, test_ir.py:{loss})
+            m[_i1] += _l
     # Grad of: x @ params["W"]  (matmul, test_ir.py:{loss})
     n = c.T
     o = tg_matmul(n, l)

@@ -87,6 +87,9 @@ ROWS = [
     Row("gather", lambda x: x[index(0, 2, 1, 2), index(1, 1, 3, 1)], lambda x: x[[0, 2, 1, 2], [1, 1, 3, 1]],
         (normal(3, 4),)),
     Row("optimization_barrier", lambda x: bind(optimization_barrier_p, x) * 2.0, lambda x: x * 2.0, (normal(3, 2),)),
+    Row("convert", lambda x, k: x * tnp.astype(k, np.float64) + tnp.astype(x, np.float32).astype(np.float64),
+        lambda x, k: x * k.astype(np.float64) + x.astype(np.float32).astype(np.float64),
+        (normal(3), index(1, 2, 3)), differentiated=lambda x, k: x * k.astype(np.float64) + x),
     Row("scatter_add", lambda g: bind(scatter_add_p, g, index(0, 2, 0), shape=(3, 2)),
         lambda g: np.array([g[0] + g[2], np.zeros(2), g[1]]), (normal(3, 2),)),
     # NumPy's surface (tests/test_numpy_surface.py checks the tnp functions built on these)

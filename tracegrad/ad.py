@@ -18,11 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from .core import (Interpreter, Tracer, aval_of, bind, check_alive, current_interpreter, eval_program,
+from .core import (NUMPY_DTYPES, Interpreter, Tracer, aval_of, bind, check_alive, current_interpreter, eval_program,
                    forward_vjp_rules, read, set_interpreter, vjp_rules)
-from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Source, Var
+from .ir import FLOAT_DTYPES, Aval, ClosedProgram, Literal, Primitive, Program, Source, Var
 from .passes import eliminate_dead_code
-from .primitives import broadcast_to_p, reduce_sum_p, reshape_p
+from .primitives import broadcast_to_p, convert, reduce_sum_p, reshape_p
 from .source_info import annotate, current_adjoint_of, current_source
 from .trace import trace_flat
 
@@ -94,7 +94,7 @@ class ReverseInterpreter(Interpreter):
             return self.interpret_with_forward_vjp(primitive, primals, tuple(parents), params, source)
         with set_interpreter(self.prev_interpreter), annotate(source, current_adjoint_of()):
             out = bind(primitive, *primals, **params)
-        if not primitive.differentiable or not any(parents) or aval_of(out).dtype != "f64":
+        if not primitive.differentiable or not any(parents) or aval_of(out).dtype not in FLOAT_DTYPES:
             return out  # a constant to this differentiation
         node = Node(primitive, tuple(parents), tuple(primals), out, params, source)
         self.tape.append(node)
@@ -117,7 +117,7 @@ class ReverseInterpreter(Interpreter):
         self.tape.append(node)
         results = []
         for out in outs:
-            if aval_of(out).dtype == "f64":
+            if aval_of(out).dtype in FLOAT_DTYPES:
                 result = Node(None, (), (), out, {}, source)
                 node.results.append(result)
                 results.append(ReverseTracer(self, out, result))
@@ -136,10 +136,11 @@ class ReverseInterpreter(Interpreter):
         cotangents: dict[Node, object] = {}
 
         def accumulate(node: Node, cotangent) -> None:  # a value used twice gets the sum of both cotangents
+            cotangent = in_dtype(sum_to_shape(cotangent, node.aval.shape), node.aval.dtype)
             cotangents[node] = cotangents[node] + cotangent if node in cotangents else cotangent
 
         for node, cotangent in seeds:
-            accumulate(node, sum_to_shape(as_numpy_float(cotangent), node.aval.shape))
+            accumulate(node, as_numpy_float(cotangent))
         with np.errstate(all="ignore"):
             for node in reversed(self.tape):
                 if node.backward is not None:
@@ -159,7 +160,7 @@ class ReverseInterpreter(Interpreter):
                                                                      **node.params)
                     for parent, cotangent in zip(node.parents, input_cotangents):
                         if parent is not None and cotangent is not None:
-                            accumulate(parent, sum_to_shape(cotangent, parent.aval.shape))
+                            accumulate(parent, cotangent)
         return cotangents
 
 
@@ -204,7 +205,7 @@ def vjp_program(closed: ClosedProgram, wrt: list[int]) -> ClosedProgram:
         outputs, pullback = vjp(lambda *primals: evaluated_outputs(closed, primals), list(args[:n_inputs]), wrt)
         return outputs + pullback(args[n_inputs:])
 
-    cotangent_avals = [Aval(x.aval.shape, "f64") for x in program.outputs]
+    cotangent_avals = [cotangent_aval(x.aval) for x in program.outputs]
     return trace_flat(joint, [v.aval for v in program.inputs] + cotangent_avals)
 
 
@@ -227,8 +228,25 @@ def sum_to_shape(cotangent, shape: tuple[int, ...]):
 
 
 def zeros(aval: Aval):
-    """The cotangent of a value no output depends on: a number, or a staged broadcast of one, never an array."""
-    return 0.0 if aval.shape == () else bind(broadcast_to_p, 0.0, shape=aval.shape)
+    """The cotangent of a value no output depends on: a number, or a staged broadcast of one, never an
+    array; float32 for a float32 value, else float64."""
+    zero = np.float32(0.0) if aval.dtype == "f32" else 0.0
+    return zero if aval.shape == () else bind(broadcast_to_p, zero, shape=aval.shape)
+
+
+def cotangent_aval(aval: Aval) -> Aval:
+    """The type of a value's cotangent: its own for a float value (float32 stays float32), float64 otherwise."""
+    return Aval(aval.shape, aval.dtype if aval.dtype in FLOAT_DTYPES else "f64")
+
+
+def in_dtype(cotangent, dtype: str):
+    """A cotangent in its value's float dtype, as JAX gives it: a float64 cotangent of a float32 value
+    (from a product with a float64 constant) is converted, a Python number made a float32 number."""
+    if dtype not in FLOAT_DTYPES or aval_of(cotangent).dtype == dtype:
+        return cotangent
+    if isinstance(cotangent, (float, int, np.generic)) and type(cotangent) is not bool:
+        return NUMPY_DTYPES[dtype](cotangent)
+    return convert(cotangent, dtype)
 
 
 def as_numpy_float(value):

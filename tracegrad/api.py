@@ -26,7 +26,7 @@ from .config import Config, config
 from .fastpath import MISS, known_signature_call
 from .errors import NonScalarOutputError
 from .core import Tracer, as_traceable_array, aval_of, dtype_name, tracing
-from .ir import Aval, ClosedProgram, Program
+from .ir import FLOAT_DTYPES, Aval, ClosedProgram, Program
 from .passes import optimize
 from .reroll import reroll_loops
 from .source_info import user_source, where_text
@@ -52,6 +52,8 @@ def leaf_aval(leaf) -> Aval:
         return Aval((), "bool")
     if isinstance(leaf, np.integer):  # a NumPy integer (labels[i]) stays an integer, as in JAX
         return Aval((), "i64")
+    if kind is np.float32:
+        return Aval((), "f32")
     if isinstance(leaf, np.floating):
         return Aval(())
     raise errors.UnsupportedLeafError(
@@ -76,13 +78,17 @@ def leaf_key(leaf):
 
 
 def prepare_leaf(leaf):
-    """A leaf as the compiled code takes it: Python float for scalars, float64/int64/bool arrays, and
-    a 0-d array as the Python number it holds (numba's array functions take no 0-d arrays)."""
+    """A leaf as the compiled code takes it: Python float for scalars (np.float32 for float32 ones),
+    float64/float32/int64/bool arrays, and a 0-d array as the number it holds (numba's array functions
+    take no 0-d arrays)."""
     kind = type(leaf)
-    if kind is float:
+    if kind is float or kind is np.float32:
         return leaf
     if kind is np.ndarray:
-        return as_traceable_array(leaf) if leaf.ndim else as_traceable_array(leaf).item()
+        if leaf.ndim:
+            return as_traceable_array(leaf)
+        value = as_traceable_array(leaf)
+        return value[()] if value.dtype == np.float32 else value.item()
     if kind is bool or kind is np.bool_:
         return bool(leaf)
     if kind is int or isinstance(leaf, np.integer):
@@ -90,20 +96,21 @@ def prepare_leaf(leaf):
     return float(leaf)
 
 
-COMPILED_DTYPES = frozenset({np.dtype(np.float64), np.dtype(np.int64), np.dtype(np.bool_)})
+COMPILED_DTYPES = frozenset({np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)})
 
 
 def needs_preparing(leaf) -> bool:
     if type(leaf) is np.ndarray:
         return leaf.dtype not in COMPILED_DTYPES or leaf.ndim == 0
-    return type(leaf) is not float
+    return type(leaf) is not float and type(leaf) is not np.float32
 
 
 def python_value(value):
-    """Results as users expect them: Python scalars for 0-d values, arrays otherwise."""
+    """Results as users expect them: Python scalars for 0-d values (np.float32 for float32 ones, which
+    a Python float would make float64), arrays otherwise."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
-    if isinstance(value, np.generic):
+    if isinstance(value, np.generic) and type(value) is not np.float32:
         return value.item()
     return value
 
@@ -128,6 +135,20 @@ def with_arrays_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
         outputs = list(outputs)
         for position in positions:
             outputs[position] = np.array(outputs[position])
+        return unflatten(outputs)
+
+    return run
+
+
+FLOAT32_SCALAR = Aval((), "f32")
+
+
+def with_float32_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
+    """`unflatten`, after making the outputs at `positions` np.float32 numbers."""
+    def run(outputs):
+        outputs = list(outputs)
+        for position in positions:
+            outputs[position] = np.float32(outputs[position])
         return unflatten(outputs)
 
     return run
@@ -319,11 +340,14 @@ class Compiled:
             self.unflatten = with_arrays_at(array_outputs, self.unflatten)
         if checked_outputs:  # the last outputs are computed for debug_nans to check, not returned
             self.unflatten = without_last(checked_outputs, self.unflatten)
+        float32_scalars = tuple(i for i, x in enumerate(traced.program.outputs) if x.aval == FLOAT32_SCALAR)
+        if float32_scalars:  # numba returns a float32 number as a Python float
+            self.unflatten = with_float32_at(float32_scalars, self.unflatten)
         self.lock = concurrency.new_lock()
         self.finish_expression = None  # the fast lane's expression of the results from numba's tuple `outputs`
         if settings.backend != "python":
             self.finish = self.unflatten  # numba already returns Python scalars
-            if not array_outputs and not checked_outputs:
+            if not array_outputs and not checked_outputs and not float32_scalars:
                 self.finish_expression = unflatten_expression(result_tree, "outputs")
 
     @property
@@ -686,7 +710,7 @@ def differentiable_leaves(signature: Signature, argnums: tuple[int, ...]) -> lis
         for index in signature.leaf_range(argnum):
             leaf = signature.leaves[index]
             aval = leaf_aval(leaf)
-            if aval.dtype != "f64" and type(leaf) is not int:  # a Python int is differentiated as a float
+            if aval.dtype not in FLOAT_DTYPES and type(leaf) is not int:  # a Python int is differentiated as a float
                 raise errors.NonDifferentiableArgumentError(
                     f"argument {argnum} holds a leaf of type {aval} (at {where_text(user_source())}); "
                     "gradients are taken only with respect to float values: pass integer arrays such as labels "
@@ -717,7 +741,8 @@ def gradient_transformation(fun, argnums, has_aux: bool, with_value: bool, setti
                 function = lambda *values: ad.evaluated_outputs(closed, values)
             outputs, pullback = ad.vjp(function, list(leaves), wrt)
             value_tree, aux_tree = value_and_aux_trees(fun, flat.tree, has_aux)
-            if value_tree.structure is not LEAF or aval_of(outputs[0]).size != 1 or aval_of(outputs[0]).dtype != "f64":
+            if value_tree.structure is not LEAF or aval_of(outputs[0]).size != 1 or (
+                    aval_of(outputs[0]).dtype not in FLOAT_DTYPES):
                 shown = aval_of(outputs[0]) if value_tree.structure is LEAF else value_tree
                 raise NonScalarOutputError(
                     f"grad requires {function_text(fun)} to return a float scalar (or an array of one "
@@ -955,7 +980,7 @@ def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
         return jit(fun)(*primals), lambda *tangents: jvp(fun, primals, tangents)[1]
     signature = Signature.of(primals)
     leaves, n = signature.leaves, len(signature.leaves)
-    wrt = [i for i, x in enumerate(leaves) if leaf_aval(x).dtype == "f64"]
+    wrt = [i for i, x in enumerate(leaves) if leaf_aval(x).dtype in FLOAT_DTYPES]
     flat = Flattened(fun, (), signature)
 
     def joint(*values):  # (primals, tangents of the float leaves) -> (outputs, output tangents)
@@ -985,8 +1010,7 @@ def linearize(fun: Callable, *primals) -> tuple[Any, Callable]:
             if np.shape(tangent_leaves[index]) != np.shape(leaves[index]):
                 raise errors.ShapeError(f"linearize: a tangent of shape {np.shape(tangent_leaves[index])} for a "
                                         f"primal of shape {np.shape(leaves[index])} (at {where_text(user_source())})")
-        values = list(residuals) + [prepare_leaf(tangent_leaves[i]) if np.ndim(leaves[i]) == 0
-                                    else as_traceable_array(tangent_leaves[i]) for i in wrt]
+        values = list(residuals) + [in_traced_dtype(tangent_leaves[i], leaf_aval(leaves[i])) for i in wrt]
         return tree_unflatten(flat.tree, pushforward.for_signature(values)(values))
 
     f_jvp.ir = pushforward.ir  # the linear program: (kept values, tangents) -> output tangents
@@ -1004,7 +1028,7 @@ def vjp(fun: Callable, *primals) -> tuple[Any, Callable]:
     run in its interpreter.
     """
     signature = Signature.of(primals)
-    wrt = [i for i, x in enumerate(signature.leaves) if leaf_aval(x).dtype == "f64"]
+    wrt = [i for i, x in enumerate(signature.leaves) if leaf_aval(x).dtype in FLOAT_DTYPES]
     cotangent_tree = tuple_tree(*signature.treedefs)
     flat = Flattened(fun, (), signature)
     if tracing():
@@ -1039,11 +1063,20 @@ def compiled_vjp(flat: Flattened, signature: Signature, wrt: list[int]) -> tuple
     outputs, residuals = results[:n_outputs], results[n_outputs:]
     adjoint = Compiled(backward, flat_list(len(wrt)), generated_name("vjp_backward", flat.fun), settings)
 
+    cotangent_avals = [v.aval for v in backward.program.inputs[len(residuals):]]
+
     def flat_pullback(cotangents):
-        leaves = list(residuals) + list(cotangents)
+        leaves = list(residuals) + [in_traced_dtype(c, aval) for c, aval in zip(cotangents, cotangent_avals)]
         return adjoint.for_signature(leaves)(leaves)
 
     return outputs, flat_pullback
+
+
+def in_traced_dtype(value, aval: Aval):
+    """A tangent or cotangent given for a value traced as `aval`, in its dtype (a float64 cotangent of a
+    float32 output is made float32, as the program was traced for), as compiled code takes it."""
+    array = np.asarray(value, dtype=core.NUMPY_DTYPES[aval.dtype])
+    return prepare_leaf(array) if array.ndim == 0 else array
 
 
 def cache_info() -> dict:

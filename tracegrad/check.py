@@ -6,29 +6,37 @@ from typing import Callable
 import numpy as np
 
 from .api import LEAF_TREE, grad, jit
-from .tree import tree_flatten, tree_unflatten
+from .tree import tree_flatten, tree_map, tree_unflatten
 
 
-def check_grads(fun: Callable, args, order: int = 1, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-6,
-                seed: int = 0) -> None:
+def check_grads(fun: Callable, args, order: int = 1, eps: float = 1e-6, rtol: float | None = None,
+                atol: float | None = None, seed: int = 0) -> None:
     """Check `grad` against central differences, coordinate by coordinate.
 
     `fun` may return any pytree: it is reduced to a scalar by a fixed random projection.
     With `order=2` the gradient's gradient is checked too. Raises AssertionError with a
-    table of every coordinate that disagrees.
+    table of every coordinate that disagrees. The differences are taken in float64, float32
+    arguments made float64 (a step of 1e-6 is below float32's resolution); the gradient is the
+    one `grad` gives for the arguments as they are, so with any float32 argument the default
+    tolerances are float32's (rtol 2e-3, atol 1e-4) instead of float64's (rtol 1e-5, atol 1e-6).
     """
     args = tuple(args)
+    float32 = any(np.asarray(leaf).dtype == np.float32 for leaf in tree_flatten(args)[0])
+    rtol = rtol if rtol is not None else (2e-3 if float32 else 1e-5)
+    atol = atol if atol is not None else (1e-4 if float32 else 1e-6)
     scalar_fun = random_projection(fun, args, np.random.default_rng(seed))
     argnums = tuple(range(len(args)))
     analytic = grad(scalar_fun, argnums)(*args)
     evaluate = jit(scalar_fun)
     rows = []
-    for argnum, arg in enumerate(args):
+    wide_args = tuple(tree_map(as_float64, arg) for arg in args)  # what the differences are taken of
+    for argnum, arg in enumerate(wide_args):
         leaves, treedef = tree_flatten(arg)
         grad_leaves = tree_flatten(analytic[argnum])[0]
         for leaf_index, (leaf, leaf_grad) in enumerate(zip(leaves, grad_leaves)):
             for coordinate in np.ndindex(np.shape(leaf)):
-                numeric = central_difference(evaluate, args, argnum, treedef, leaves, leaf_index, coordinate, eps)
+                numeric = central_difference(evaluate, wide_args, argnum, treedef, leaves, leaf_index, coordinate,
+                                             eps)
                 exact = float(np.asarray(leaf_grad)[coordinate])
                 error = abs(exact - numeric)
                 rows.append((argnum, leaf_index, coordinate, exact, numeric, error,
@@ -41,6 +49,13 @@ def check_grads(fun: Callable, args, order: int = 1, eps: float = 1e-6, rtol: fl
                              f"(eps={eps}, rtol={rtol}, atol={atol}):\n{table}")
     if order > 1:
         check_grads(grad(scalar_fun, argnums), args, order - 1, eps, rtol, atol, seed + 1)
+
+
+def as_float64(leaf):
+    """A float32 leaf as float64 (an array, or a Python float for a number); other leaves as they are."""
+    if np.asarray(leaf).dtype != np.float32:
+        return leaf
+    return float(leaf) if np.ndim(leaf) == 0 else np.asarray(leaf, np.float64)
 
 
 def random_projection(fun: Callable, args: tuple, rng) -> Callable:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import concurrency, disk_cache, tape
 from .config import config
-from .ir import Literal, Namer, Op, Program, Var
+from .ir import FLOAT_DTYPES, Literal, Namer, Op, Program, Var
 from .lowering import numpy_dtype, rule_for
 from .numba_jit import jit_compile
 
@@ -46,6 +46,8 @@ compile_count = 0  # how many distinct sources were compiled; the tests count th
 
 
 def literal_text(value) -> str:
+    if isinstance(value, np.float32):  # numba types `0.5 * x` as float64 for a float32 x: a float32 literal
+        return f"np.float32({str(value) if np.isfinite(value) else literal_text(float(value))})"
     if isinstance(value, float):
         if math.isnan(value):
             return "np.nan"
@@ -84,12 +86,39 @@ class SourceWriter:
         self.copied_outputs = self.outputs_to_copy() if enclosing is None else set()
         # the program's groups, when it is one function (a longer one is split, and grouped part by part)
         self.program_groups = self.groups(program.ops) if len(program.ops) <= MAX_OPS_PER_FUNCTION else None
+        # a fused loop's value written into the array of one of its inputs that dies there: {value: input}
+        self.reused: dict[Var, Var] = {}
         if self.fuse and self.program_groups is not None and enclosing is None:  # a body's arrays live one step
             returned = set().union(*(self.array_bases(x) for x in self.outputs))  # never kept between calls
+            for group in self.program_groups:
+                if not self.uses_simd_ufunc(group[0]) and (len(group) > 1 or self.fusible(group[0])):
+                    self.reuse_dying_inputs(group, returned)
             for group in self.program_groups:
                 for var in self.allocated(group):
                     if var.aval.size >= WORKSPACE_MIN_SIZE and var not in returned:
                         self.workspace[var] = len(self.workspace)
+
+    def reuse_dying_inputs(self, group: list[Op], returned: set) -> None:
+        """Let each value a fused loop stores take over the array of an input of the same type that the
+        loop reads last (a product's result, a temporary of an earlier loop), read nowhere else, and read
+        in the loop only up to where the value is stored, element by element: the bias add after a
+        product runs in the product's array. Fewer arrays are touched (measured, in one process, steps
+        built with and without it sampled in turn: 0.89-0.94 of the time of W5's and W6's steps, in float32
+        and in float64)."""
+        position = {op: k for k, op in enumerate(group)}
+        taken = set()
+        for var in self.kept(group):
+            if var in returned:
+                continue
+            stored_at = position[self.maker[var]]
+            read = (x for op in group for x in op.inputs if isinstance(x, Var) and self.maker.get(x) not in position)
+            for x in dict.fromkeys(read):
+                users = self.users.get(x, ())
+                if (x not in taken and x.aval == var.aval and x not in self.reused and self.is_fresh_temporary(x)
+                        and all(user in position and position[user] <= stored_at for user in users)):
+                    self.reused[var] = x
+                    taken.add(x)
+                    break
 
     def allocated(self, group: list[Op]) -> list[Var]:
         """The Vars that get a new array (to be filled in) in the code of a group from `groups`."""
@@ -99,18 +128,23 @@ class SourceWriter:
         if self.uses_simd_ufunc(group[0]):
             return [] if self.simd_in_place(group[0]) else [group[0].out]
         if len(group) > 1 or self.fusible(group[0]):
-            return self.kept(group)
+            return [var for var in self.kept(group) if var not in self.reused]
         return [group[0].out] if self.is_product(group[0]) else []
 
     def allocate(self, var: Var) -> str:
         """The expression that gives `var` its array, to be filled in."""
+        if var in self.reused:
+            return self.name(self.reused[var])
         if var in self.workspace:
             return f"_workspace[{self.workspace[var]}]"
         return f"np.empty({var.aval.shape}, {numpy_dtype(var.aval.dtype)})"
 
     def is_product(self, op: Op) -> bool:
-        """A float64 matrix product: numba's code calls tracegrad.gemm for it."""
-        return rule_for(op.primitive).product and all(x.aval.dtype == "f64" for x in op.inputs)
+        """A matrix product of float64 or of float32 matrices: numba's code calls tracegrad.gemm for it."""
+        if not rule_for(op.primitive).product:
+            return False
+        dtype = op.out.aval.dtype
+        return dtype in FLOAT_DTYPES and all(x.aval.dtype == dtype for x in op.inputs)
 
     def atom(self, atom) -> str:
         return literal_text(atom.value) if isinstance(atom, Literal) else self.name(atom)
@@ -122,7 +156,8 @@ class SourceWriter:
         emit = rule.statement if self.numba or rule.numpy_statement is None else rule.numpy_statement
         out, inputs = self.name(op.out), [self.atom(x) for x in op.inputs]
         if self.numba and self.is_product(op):
-            name = "tg_parallel_matmul" if self.parallel and multiply_adds(op) >= PARALLEL_MIN_PRODUCT else "tg_matmul"
+            parallel = self.parallel and op.out.aval.dtype == "f64" and multiply_adds(op) >= PARALLEL_MIN_PRODUCT
+            name = "tg_parallel_matmul" if parallel else "tg_matmul"
             if op.out in self.workspace:  # into its kept array
                 return [f"{out} = {name}_into({inputs[0]}, {inputs[1]}, {self.allocate(op.out)})"]
             return [f"{out} = {name}({inputs[0]}, {inputs[1]})"]
@@ -170,7 +205,7 @@ class SourceWriter:
                 lines.append(comment)
                 last_comment = comment
             lines.extend(self.statement(op))
-            if self.check_finite and not op.primitive.multiple_results and op.out.aval.dtype == "f64":
+            if self.check_finite and not op.primitive.multiple_results and op.out.aval.dtype in FLOAT_DTYPES:
                 lines.extend(self.finiteness_check(op))
         return lines
 
@@ -201,7 +236,8 @@ class SourceWriter:
 
     def is_fresh_temporary(self, x) -> bool:
         """A float array made by this function's own code, which nothing else refers to."""
-        if not isinstance(x, Var) or x in self.outputs or x not in self.defined_here or x.aval.dtype != "f64":
+        if (not isinstance(x, Var) or x in self.outputs or x not in self.defined_here
+                or x.aval.dtype not in FLOAT_DTYPES):
             return False
         maker = self.maker[x]
         return maker.primitive.elementwise or self.is_product(maker)
@@ -221,9 +257,16 @@ class SourceWriter:
         return groups
 
     def sums_within(self, op: Op, group: list[Op]) -> bool:
-        """A sum over every axis of a value the run computes: an accumulator in its loop."""
-        return (rule_for(op.primitive).accumulator and op.out.aval.shape == () and isinstance(op.inputs[0], Var)
-                and self.maker.get(op.inputs[0]) in group)
+        """A sum of a value the run computes over every axis, or over its leading axes (a bias's gradient,
+        summed over the batch): an accumulator in its loop, so the value is not read again to be summed.
+        A sum to an array is not one in a parallel loop, whose threads would add into it at once.
+        (Measured on W5's and W6's steps, steps built with and without sums to arrays sampled in turn in
+        one process: 0.97-0.99 of the time in float32, 0.97-1.00 in float64.)"""
+        if not (rule_for(op.primitive).accumulator and isinstance(op.inputs[0], Var)
+                and self.maker.get(op.inputs[0]) in group):
+            return False
+        axes = op.param["axes"]
+        return op.out.aval.shape == () or (axes == tuple(range(len(axes))) and not self.parallel)
 
     def kept(self, group: list[Op]) -> list[Var]:
         """The values of a fused run that are read after it: stored in arrays."""
@@ -254,7 +297,10 @@ class SourceWriter:
             return f"{self.name(atom)}[{at}]"
 
         lines = [f"{self.name(v)} = {self.allocate(v)}" for v in kept]
-        lines += [f"{self.name(op.out)} = {'0.0' if op.out.aval.dtype == 'f64' else '0'}" for op in sums]
+        zero = {"f64": "0.0", "f32": "np.float32(0.0)"}
+        lines += [f"{self.name(op.out)} = {zero.get(op.out.aval.dtype, '0')}" if op.out.aval.shape == () else
+                  f"{self.name(op.out)} = np.zeros({op.out.aval.shape}, {numpy_dtype(op.out.aval.dtype)})"
+                  for op in sums]
         libm_calls = math.prod(shape) * sum(rule_for(op.primitive).libm_call for op in group)
         parallel = self.parallel and libm_calls >= PARALLEL_MIN_LIBM_CALLS
         outer = "numba.prange" if parallel else "range"
@@ -265,11 +311,12 @@ class SourceWriter:
             if comment != last_comment:
                 lines.append(depth + comment)
                 last_comment = comment
-            if op in sums:
-                lines.append(depth + f"{self.name(op.out)} += {element(op.inputs[0])}")
+            if op in sums:  # into the element of the sum that this element belongs to
+                kept_axes = range(len(shape) - op.out.aval.ndim, len(shape))
+                at = f"[{', '.join(f'_i{d}' for d in kept_axes)}]" if op.out.aval.ndim else ""
+                lines.append(depth + f"{self.name(op.out)}{at} += {element(op.inputs[0])}")
                 continue
-            template = rule_for(op.primitive).element
-            lines.append(depth + f"_{self.name(op.out)} = {template.format(*map(element, op.inputs), **op.param)}")
+            lines.append(depth + f"_{self.name(op.out)} = {element_text(op, list(map(element, op.inputs)))}")
             if op.out in kept:
                 lines.append(depth + f"{self.name(op.out)}[{index}] = _{self.name(op.out)}")
         if parallel:
@@ -333,6 +380,12 @@ class SourceWriter:
         if callable(view):
             return view(op, result)
         return view or (self.uses_simd_ufunc(op) and self.simd_in_place(op))
+
+
+def element_text(op: Op, inputs: list[str]) -> str:
+    """One element of an elementwise op, from its lowering's element template (or function)."""
+    template = rule_for(op.primitive).element
+    return template(inputs, op) if callable(template) else template.format(*inputs, **op.param)
 
 
 def function_text(name: str, params: list[str], body: list[str], results: list[str]) -> list[str]:

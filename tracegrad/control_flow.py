@@ -24,12 +24,12 @@ import attrs
 import numpy as np
 
 from . import errors
-from .ad import evaluated_outputs, split_forward_backward, vjp, vjp_program, zeros
+from .ad import cotangent_aval, evaluated_outputs, split_forward_backward, vjp, vjp_program, zeros
 from .batching import batch
 from .core import (NUMPY_DTYPES, Tracer, abstract_eval_rules, as_traceable_array, aval_of, batch_rules, bind,
                    forward_vjp_rules, impl_rules, jvp_rules)
 from .forward import jvp
-from .ir import Aval, ClosedProgram, Literal, Primitive, Program, Var
+from .ir import FLOAT_DTYPES, Aval, ClosedProgram, Literal, Primitive, Program, Var
 from .passes import atom_key, eliminate_common_subexpressions
 from .primitives import (broadcast_to_p, ge_p, gt_p, ne_p, pad_p, reduce_sum_p, reshape_p, transpose_p,
                          where_p)
@@ -92,7 +92,7 @@ def hoisted(program: Program, consts: tuple) -> tuple[Program, tuple]:
 
 def leaf_value(leaf):
     """A carry's or xs' leaf as tracing sees it: a tracer, a Python number, or a float64/int64/bool array."""
-    if isinstance(leaf, (Tracer, bool, int, float)):
+    if isinstance(leaf, (Tracer, bool, int, float, np.float32)):
         return leaf
     return as_traceable_array(leaf)
 
@@ -112,9 +112,10 @@ def check_carry(kind: str, carry_tree: TreeDef, carry_avals: list[Aval], out_tre
 
 
 def carried(leaf, aval: Aval):
-    """A body's returned carry leaf in its carry's dtype: a Python int where a float carry is expected is a float."""
-    if type(leaf) is int and aval.dtype == "f64":
-        return float(leaf)
+    """A body's returned carry leaf in its carry's dtype: a Python int where a float carry is expected is a
+    float, a Python number where a float32 one is expected an np.float32."""
+    if type(leaf) in (int, float) and aval.dtype in FLOAT_DTYPES:
+        return np.float32(leaf) if aval.dtype == "f32" else float(leaf)
     return leaf
 
 
@@ -276,7 +277,7 @@ def depends_on(program: Program, flags) -> list[bool]:
     for op in program.ops:
         if op.primitive.differentiable and any(isinstance(x, Var) and x in reached for x in op.inputs):
             reached.update(op.outs)
-    return [isinstance(x, Var) and x in reached and x.aval.dtype == "f64" for x in program.outputs]
+    return [isinstance(x, Var) and x in reached and x.aval.dtype in FLOAT_DTYPES for x in program.outputs]
 
 
 def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int, num_carry: int, length: int,
@@ -289,7 +290,7 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
     other residual is stacked, one row per step.
     """
     n_in, n_out = len(body.inputs), len(body.outputs)
-    flags = [flag and v.aval.dtype == "f64" for flag, v in zip(differentiated, body.inputs)]
+    flags = [flag and v.aval.dtype in FLOAT_DTYPES for flag, v in zip(differentiated, body.inputs)]
     while True:  # a carry that depends on a differentiated value after a step is differentiated
         reached = depends_on(body, flags)[:num_carry]
         carries = [flag or now for flag, now in zip(flags[num_consts:num_consts + num_carry], reached)]
@@ -323,8 +324,8 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
     results, stacked_values = outs[:n_out], outs[n_out:]
     const_residuals = [primals[index] for kind, index in kinds if kind == "const"]
     x_residuals = [primals[index] for kind, index in kinds if kind == "x"]
-    y_avals = [Aval(x.aval.shape, "f64") for x in body.outputs[num_carry:]]
-    carry_avals = [Aval(v.aval.shape, "f64") for v in body.inputs[num_consts:num_consts + num_carry]]
+    y_avals = [cotangent_aval(x.aval) for x in body.outputs[num_carry:]]
+    carry_avals = [cotangent_aval(v.aval) for v in body.inputs[num_consts:num_consts + num_carry]]
     const_wrt = [i for i in wrt if i < num_consts]
     carry_wrt = [i for i in wrt if num_consts <= i < num_consts + num_carry]
     x_wrt = [i for i in wrt if i >= num_consts + num_carry]
@@ -350,7 +351,8 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
             return ([a + input_cotangents[i] for a, i in zip(accumulated, const_wrt)]
                     + [input_cotangents[i] for i in carry_wrt] + [input_cotangents[i] for i in x_wrt])
 
-        step_avals = ([aval_of(v) for v in const_residuals] + [Aval(body.inputs[i].aval.shape, "f64") for i in const_wrt]
+        step_avals = ([aval_of(v) for v in const_residuals]
+                      + [cotangent_aval(body.inputs[i].aval) for i in const_wrt]
                       + [carry_avals[i - num_consts] for i in carry_wrt]
                       + [Aval(aval_of(v).shape[1:], aval_of(v).dtype) for v in stacked_values]
                       + [Aval(aval_of(v).shape[1:], aval_of(v).dtype) for v in x_residuals]
@@ -358,7 +360,7 @@ def scan_forward_vjp(primals, differentiated, *, body: Program, num_consts: int,
         step, step_consts = closed_program(backward_step, step_avals)
         n_carry = len(const_wrt) + len(carry_wrt)
         outs = bind(scan_p, *step_consts, *const_residuals,
-                    *[zeros(Aval(body.inputs[i].aval.shape, "f64")) for i in const_wrt], *carry_cotangents,
+                    *[zeros(cotangent_aval(body.inputs[i].aval)) for i in const_wrt], *carry_cotangents,
                     *stacked_values, *x_residuals, *[cotangents[num_carry + j] for j in y_given],
                     body=step, num_consts=len(step_consts) + len(const_residuals), num_carry=n_carry, length=length,
                     reverse=not reverse)
@@ -379,7 +381,7 @@ def recomputing_scan_vjp(primals, wrt: list[int], body: Program, num_consts: int
                 reverse=reverse)
     results, incoming = outs[:n_out], outs[n_out:]
     consts, xs = list(primals[:num_consts]), list(primals[num_consts + num_carry:])
-    out_avals = [Aval(x.aval.shape, "f64") for x in body.outputs]
+    out_avals = [cotangent_aval(x.aval) for x in body.outputs]
     const_wrt = [i for i in wrt if i < num_consts]
     carry_wrt = [i for i in wrt if num_consts <= i < num_consts + num_carry]
     x_wrt = [i for i in wrt if i >= num_consts + num_carry]
@@ -403,13 +405,13 @@ def recomputing_scan_vjp(primals, wrt: list[int], body: Program, num_consts: int
                     + [input_cotangents[i] for i in carry_wrt] + [input_cotangents[i] for i in x_wrt])
 
         step_avals = ([v.aval for v in body.inputs[:num_consts]]
-                      + [Aval(body.inputs[i].aval.shape, "f64") for i in const_wrt + carry_wrt]
+                      + [cotangent_aval(body.inputs[i].aval) for i in const_wrt + carry_wrt]
                       + [v.aval for v in carry_inputs] + [v.aval for v in body.inputs[num_consts + num_carry:]]
                       + [out_avals[num_carry + j] for j in y_given])
         step, step_consts = closed_program(backward_step, step_avals)
         carry_cotangents = [cotangents[i - num_consts] if cotangents[i - num_consts] is not None
                             else zeros(out_avals[i - num_consts]) for i in carry_wrt]
-        outs = bind(scan_p, *step_consts, *consts, *[zeros(Aval(body.inputs[i].aval.shape, "f64")) for i in const_wrt],
+        outs = bind(scan_p, *step_consts, *consts, *[zeros(cotangent_aval(body.inputs[i].aval)) for i in const_wrt],
                     *carry_cotangents, *incoming, *xs, *[cotangents[num_carry + j] for j in y_given],
                     body=step, num_consts=len(step_consts) + num_consts, num_carry=len(const_wrt) + len(carry_wrt),
                     length=length, reverse=not reverse)
@@ -450,12 +452,12 @@ def jvp_of_program(program: Program, flags: list[bool]) -> Callable:
 def scan_jvp(primals, tangents, *, body: Program, num_consts: int, num_carry: int, length: int, reverse: bool,
              recompute: bool = False):
     """A scan of the body under forward mode: each flagged carry and x comes with its tangent."""
-    flags = [t is not None and v.aval.dtype == "f64" for t, v in zip(tangents, body.inputs)]
+    flags = [t is not None and v.aval.dtype in FLOAT_DTYPES for t, v in zip(tangents, body.inputs)]
     flags = carry_flags(body, flags, num_consts, num_carry)
     out_flags = depends_on(body, flags)
     out_flags[:num_carry] = flags[num_consts:num_consts + num_carry]
-    avals = [v.aval for v in body.inputs] + [Aval(v.aval.shape, "f64") for v, f in zip(body.inputs, flags) if f]
-    tangent_of = lambda i: tangents[i] if tangents[i] is not None else zeros(Aval(body.inputs[i].aval.shape, "f64"))
+    avals = [v.aval for v in body.inputs] + [cotangent_aval(v.aval) for v, f in zip(body.inputs, flags) if f]
+    tangent_of = lambda i: tangents[i] if tangents[i] is not None else zeros(cotangent_aval(body.inputs[i].aval))
     group = lambda start, stop: [i for i in range(start, stop) if flags[i]]
     consts, carries, xs = group(0, num_consts), group(num_consts, num_consts + num_carry), group(
         num_consts + num_carry, len(flags))
@@ -645,11 +647,11 @@ def while_jvp(primals, tangents, *, cond: Program, body: Program, num_cond_const
     n_carry = len(body.outputs)
     n_body_consts = len(body.inputs) - n_carry
     body_tangents = tangents[num_cond_consts:]
-    flags = [t is not None and v.aval.dtype == "f64" for t, v in zip(body_tangents, body.inputs)]
+    flags = [t is not None and v.aval.dtype in FLOAT_DTYPES for t, v in zip(body_tangents, body.inputs)]
     flags = carry_flags(body, flags, n_body_consts, n_carry)
     consts, carries = ([i for i in range(n_body_consts) if flags[i]],
                        [i for i in range(n_body_consts, len(flags)) if flags[i]])
-    tangent_avals = [Aval(body.inputs[i].aval.shape, "f64") for i in carries]
+    tangent_avals = [cotangent_aval(body.inputs[i].aval) for i in carries]
     carry_avals = [v.aval for v in body.inputs[n_body_consts:]]
 
     def condition(*values):  # cond consts, carries, carry tangents
@@ -663,11 +665,12 @@ def while_jvp(primals, tangents, *, cond: Program, body: Program, num_cond_const
         return outs[:n_carry] + outs[n_carry:n_carry + len(carries)]
 
     cond_program, cond_consts = closed_program(condition, [v.aval for v in cond.inputs] + tangent_avals)
-    step_avals = ([v.aval for v in body.inputs[:n_body_consts]] + [Aval(body.inputs[i].aval.shape, "f64") for i in consts]
+    step_avals = ([v.aval for v in body.inputs[:n_body_consts]]
+                  + [cotangent_aval(body.inputs[i].aval) for i in consts]
                   + carry_avals + tangent_avals)
     body_program, body_consts = closed_program(step, step_avals)
     tangent_of = lambda i: body_tangents[i] if body_tangents[i] is not None else zeros(
-        Aval(body.inputs[i].aval.shape, "f64"))
+        cotangent_aval(body.inputs[i].aval))
     outs = bind(while_p, *cond_consts, *primals[:num_cond_consts], *body_consts,
                 *primals[num_cond_consts:num_cond_consts + n_body_consts], *[tangent_of(i) for i in consts],
                 *primals[num_cond_consts + n_body_consts:], *[tangent_of(i) for i in carries],
@@ -817,7 +820,7 @@ def cond_forward_vjp(primals, differentiated, *, branches: tuple, branch_consts:
     start = 0
     for program, count in zip(branches, branch_consts):
         own = list(flags[start:start + count]) + list(flags[sum(branch_consts):])
-        wrt = [i for i, (flag, v) in enumerate(zip(own, program.inputs)) if flag and v.aval.dtype == "f64"]
+        wrt = [i for i, (flag, v) in enumerate(zip(own, program.inputs)) if flag and v.aval.dtype in FLOAT_DTYPES]
         splits.append(split_forward_backward(vjp_program(ClosedProgram(program, ()), wrt), len(program.inputs), n_out))
         wrts.append(wrt)
         start += count
@@ -849,9 +852,9 @@ def cond_forward_vjp(primals, differentiated, *, branches: tuple, branch_consts:
     n_args = len(args)
 
     def pullback(cotangents):
-        out_avals = [Aval(x.aval.shape, "f64") for x in branches[0].outputs]
+        out_avals = [cotangent_aval(x.aval) for x in branches[0].outputs]
         given = [g if g is not None else zeros(aval) for g, aval in zip(cotangents, out_avals)]
-        wanted = [i for i, flag in enumerate(flags) if flag and aval_of(args[i]).dtype == "f64"]
+        wanted = [i for i, flag in enumerate(flags) if flag and aval_of(args[i]).dtype in FLOAT_DTYPES]
 
         def backward_branch(k):
             _, backward = splits[k]
@@ -871,7 +874,7 @@ def cond_forward_vjp(primals, differentiated, *, branches: tuple, branch_consts:
                     else:
                         local = None
                     value = found.get(local) if local is not None else None
-                    result.append(value if value is not None else zero_of(Aval(aval_of(args[i]).shape, "f64")))
+                    result.append(value if value is not None else zero_of(cotangent_aval(aval_of(args[i]))))
                 return result
             return run
 
@@ -891,7 +894,7 @@ def cond_forward_vjp(primals, differentiated, *, branches: tuple, branch_consts:
 
 def zero_of(aval: Aval):
     """A zero of `aval`'s shape and dtype, as a literal or a staged broadcast of one."""
-    value = {"f64": 0.0, "i64": 0, "bool": False}[aval.dtype]
+    value = {"f64": 0.0, "f32": np.float32(0.0), "i64": 0, "bool": False}[aval.dtype]
     return value if aval.shape == () else bind(broadcast_to_p, value, shape=aval.shape)
 
 
@@ -899,11 +902,11 @@ def cond_jvp(primals, tangents, *, branches: tuple, branch_consts: tuple):
     """Each branch under forward mode, with the tangents of the flagged consts and operands; every
     float result gets a tangent (a branch whose result does not depend on them gives zeros)."""
     index, args, arg_tangents = primals[0], primals[1:], tangents[1:]
-    flags = [t is not None and aval_of(a).dtype == "f64" for t, a in zip(arg_tangents, args)]
+    flags = [t is not None and aval_of(a).dtype in FLOAT_DTYPES for t, a in zip(arg_tangents, args)]
     wanted = [i for i, flag in enumerate(flags) if flag]
     n_operands = len(args) - sum(branch_consts)
     out_avals = [x.aval for x in branches[0].outputs]
-    tangent_outs = [i for i, aval in enumerate(out_avals) if aval.dtype == "f64"]
+    tangent_outs = [i for i, aval in enumerate(out_avals) if aval.dtype in FLOAT_DTYPES]
 
     def branch_jvp(k):
         start = sum(branch_consts[:k])
@@ -917,11 +920,11 @@ def cond_jvp(primals, tangents, *, branches: tuple, branch_consts: tuple):
             outs = run(*[values[i] for i in own], *[given[i] for i, flag in zip(own, own_flags) if flag])
             primal_outs, found = outs[:len(out_avals)], iter(outs[len(out_avals):])
             out_tangents = [next(found) if flag else None for flag in out_flags]
-            return primal_outs + [t if t is not None else zeros(Aval(out_avals[i].shape, "f64"))
+            return primal_outs + [t if t is not None else zeros(cotangent_aval(out_avals[i]))
                                   for i, t in enumerate(out_tangents) if i in tangent_outs]
         return branch
 
-    in_avals = [aval_of(a) for a in args] + [Aval(aval_of(args[i]).shape, "f64") for i in wanted]
+    in_avals = [aval_of(a) for a in args] + [cotangent_aval(aval_of(args[i])) for i in wanted]
     programs, consts = zip(*(closed_program(branch_jvp(k), in_avals) for k in range(len(branches))))
     operands = list(args) + [arg_tangents[i] for i in wanted]
     outs = bind(cond_p, index, *[c for each in consts for c in each], *operands, branches=tuple(programs),

@@ -166,7 +166,7 @@ def conversion_error(aval: Aval, wanted: str) -> errors.TracerConversionError:
         f"a traced value {aval} was used as a Python {wanted} at {where}. {advice}")
 
 
-NUMPY_DTYPES = {"f64": np.float64, "i64": np.int64, "bool": np.bool_}
+NUMPY_DTYPES = {"f64": np.float64, "f32": np.float32, "i64": np.int64, "bool": np.bool_}
 
 
 class Tracer:
@@ -250,8 +250,11 @@ def aval_of(value) -> Aval:
 
 
 def dtype_name(dtype) -> str:
-    kind = np.dtype(dtype).kind
-    return "bool" if kind == "b" else "i64" if kind in "iu" else "f64"
+    """The IR's name of a NumPy dtype: float32 stays f32, other floats are f64, integers i64."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return "f32"
+    return "bool" if dtype.kind == "b" else "i64" if dtype.kind in "iu" else "f64"
 
 
 INT64_MIN, INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
@@ -265,7 +268,8 @@ def integer_overflow(value, kind: str) -> errors.IntegerOverflowError:
 
 
 def as_traceable_array(value) -> np.ndarray:
-    """NumPy values as tracegrad sees them: float64, int64 or bool (refusing uint64 values int64 cannot hold)."""
+    """NumPy values as tracegrad sees them: float64, float32, int64 or bool (refusing uint64 values int64
+    cannot hold; float16 becomes float64)."""
     array = np.asarray(value)
     wanted = NUMPY_DTYPES[dtype_name(array.dtype)]
     if array.dtype != wanted:

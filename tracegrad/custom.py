@@ -136,7 +136,7 @@ def custom_vjp_jvp(primals, tangents, *, body: Program, num_consts: int, rule: c
 
 def program_jvp(primals, tangents, *, body: Program, num_consts: int):
     """Forward mode of the body's program (a checkpoint's, which has no rule of its own)."""
-    flags = [t is not None and aval_of(p).dtype == "f64" for p, t in zip(primals, tangents)]
+    flags = [t is not None and aval_of(p).dtype in ("f32", "f64") for p, t in zip(primals, tangents)]
     outs = jvp_of_program(body, flags)(*primals, *[t for t, f in zip(tangents, flags) if f])
     found = iter(outs[len(body.outputs):])
     return outs[:len(body.outputs)], [next(found) if reached else None for reached in depends_on(body, flags)]

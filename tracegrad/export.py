@@ -59,7 +59,7 @@ def export(fun, *example_args, path: str | os.PathLike) -> str:
 
 def export_lowered(lowered: Lowered, path: str | os.PathLike, example_args: tuple | None = None) -> str:
     """`Lowered.export(path)`: the lowered function as a standalone module (see `export`)."""
-    transformed, compiled = lowered.transformed, lowered.compiled
+    transformed = lowered.transformed
     if transformed.static_argnums:
         raise errors.UnsupportedLeafError(
             "export takes a function without static arguments: close over them instead "

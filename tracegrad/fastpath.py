@@ -21,18 +21,18 @@ def known_signature_call(key: tuple, entry) -> Callable | None:
     """`args -> result` of `entry` (an api.Compiled) for arguments whose cache key is `key`, else `MISS`.
 
     `key` holds one flattened structure per argument, each leaf described by `api.leaf_key`.
-    Returns None (no fast lane) when a leaf is neither a float nor an array, or a container is
-    not a tuple, list, dict with str/int keys, or None.
+    Returns None (no fast lane) when a leaf is neither a float (Python's or np.float32) nor an array, or
+    a container is not a tuple, list, dict with str/int keys, or None.
     """
     names = (f"v{i}" for i in itertools.count())
-    namespace: dict = {"ndarray": np.ndarray, "MISSING": MISSING, "MISS": MISS, "entry": entry,
-                       "finish": entry.finish, "consts": entry.consts}
+    namespace: dict = {"ndarray": np.ndarray, "float32": np.float32, "MISSING": MISSING, "MISS": MISS,
+                       "entry": entry, "finish": entry.finish, "consts": entry.consts}
     lines: list[str] = []
     leaves: list[str] = []
 
     def visit(name: str, node) -> bool:
-        if node is float:
-            lines.append(f"if type({name}) is not float: return MISS")
+        if node is float or node is np.float32:
+            lines.append(f"if type({name}) is not {node.__name__}: return MISS")
             leaves.append(name)
             return True
         if type(node) is tuple and len(node) == 2:  # an array: (shape, dtype)

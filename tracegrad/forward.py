@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .ad import zeros
+from .ad import in_dtype, zeros
 from .core import Interpreter, Tracer, aval_of, bind, check_alive, current_interpreter, jvp_rules, set_interpreter
-from .ir import Primitive
+from .ir import FLOAT_DTYPES, Primitive
 from .source_info import annotate, current_adjoint_of, current_source
 
 
@@ -39,10 +39,12 @@ class JVPInterpreter(Interpreter):
         return isinstance(value, JVPTracer) and value.interpreter is self
 
     def lift(self, value, tangent) -> JVPTracer | object:
-        """A value with its tangent, or the value itself when the tangent is zero or it is not a float."""
-        if tangent is None or aval_of(value).dtype != "f64":
+        """A value with its tangent (in the value's dtype), or the value itself when the tangent is zero or
+        it is not a float."""
+        dtype = aval_of(value).dtype
+        if tangent is None or dtype not in FLOAT_DTYPES:
             return value
-        return JVPTracer(self, value, tangent)
+        return JVPTracer(self, value, in_dtype(tangent, dtype))
 
     def interpret_op(self, primitive: Primitive, args: tuple, params: dict):
         primals, tangents = [], []

@@ -7,7 +7,7 @@ blocks 6 rows high are read in place, and a micro-kernel keeps a 6×16 block of 
 while it runs down the shared dimension. LLVM does not find that form in scalar loops (it
 vectorizes the wrong loop, measured), so the vectors are spelled out with a few intrinsics over
 an LLVM `<8 x double>` type. On a CPU with AVX-512 each vector is one register; elsewhere the
-`tg_matmul` is plain `a @ b`, BLAS's product.
+`tg_matmul` is plain `a @ b`, BLAS's product. A float32 product is always BLAS's (see the end).
 """
 from __future__ import annotations
 
@@ -303,11 +303,51 @@ blocked_matmul_into = jit_compile(blocked_matmul_into, CACHE)
 blocked_matmul = jit_compile(blocked_matmul, CACHE)
 parallel_matmul_into = jit_compile(parallel_matmul_into)  # never cached: see codegen.uses_threads
 parallel_matmul = jit_compile(parallel_matmul)
-# what generated numba code calls for a float64 matrix product: into a fresh array, or into `c`;
-# with tg.config.parallel, for a large product, on all cores
+# the float64 product: into a fresh array, or into `c`; with tg.config.parallel, for a large product, on all cores
 if has_avx512():
-    tg_matmul, tg_matmul_into = blocked_matmul, blocked_matmul_into
+    float64_matmul, float64_matmul_into = blocked_matmul, blocked_matmul_into
     tg_parallel_matmul, tg_parallel_matmul_into = parallel_matmul, parallel_matmul_into
 else:  # BLAS, which has threads of its own
-    tg_matmul, tg_matmul_into = jit_compile(blas_matmul, CACHE), jit_compile(blas_matmul_into, CACHE)
-    tg_parallel_matmul, tg_parallel_matmul_into = tg_matmul, tg_matmul_into
+    float64_matmul, float64_matmul_into = jit_compile(blas_matmul, CACHE), jit_compile(blas_matmul_into, CACHE)
+    tg_parallel_matmul, tg_parallel_matmul_into = float64_matmul, float64_matmul_into
+
+
+# A float32 product is BLAS's sgemm. This module's kernel made float32 (16 lanes, panels 32 wide) took
+# 0.94-1.19 (batch 256) and 1.01-1.06 (batch 4,096) of sgemm's time summed over the eight products of
+# W5's and W6's step in two runs, single products from 0.3 to 4.3 of it either way
+# (benchmarks/suite/products.py, on the shared AVX-512 machine): no faster, so one kernel is kept, for
+# float64, and float32 calls BLAS.
+def product_by_dtype(a, b):
+    """a @ b in compiled code: float32 matrices by BLAS's sgemm, float64 ones by `float64_matmul`."""
+    raise NotImplementedError("called from numba-compiled code only")
+
+
+def product_by_dtype_into(a, b, c):
+    """c = a @ b in compiled code, as `product_by_dtype` chooses."""
+    raise NotImplementedError("called from numba-compiled code only")
+
+
+@overload(product_by_dtype)
+def product_by_dtype_compiled(a, b):
+    if a.dtype == types.float32 and b.dtype == types.float32:
+        return lambda a, b: blas_operand(a) @ blas_operand(b)
+    return lambda a, b: float64_matmul(a, b)
+
+
+@overload(product_by_dtype_into)
+def product_by_dtype_into_compiled(a, b, c):
+    if a.dtype == types.float32 and b.dtype == types.float32:
+        return lambda a, b, c: np.dot(blas_operand(a), blas_operand(b), c)
+    return lambda a, b, c: float64_matmul_into(a, b, c)
+
+
+def matmul(a, b):
+    return product_by_dtype(a, b)
+
+
+def matmul_into(a, b, c):
+    return product_by_dtype_into(a, b, c)
+
+
+# what generated numba code calls for a matrix product of float64 or float32 matrices
+tg_matmul, tg_matmul_into = jit_compile(matmul, CACHE), jit_compile(matmul_into, CACHE)

@@ -10,8 +10,10 @@ import keyword
 import math
 
 import attrs
+import numpy as np
 
-DTYPES = ("bool", "i64", "f64")  # in promotion order
+DTYPES = ("bool", "i64", "f32", "f64")  # in promotion order (but i64 with f32 is f64, as in NumPy)
+FLOAT_DTYPES = frozenset({"f32", "f64"})
 
 
 @attrs.frozen
@@ -34,7 +36,9 @@ class Aval:
 
 
 SCALAR = Aval(())
-SCALAR_AVALS = {float: SCALAR, int: Aval((), "i64"), bool: Aval((), "bool")}
+# a Python float or int literal is "weak", as in JAX and NumPy 2: next to a float32 value it is a float32
+# (tracing writes it as an np.float32 literal); an np.float32 literal is a float32 of its own
+SCALAR_AVALS = {float: SCALAR, int: Aval((), "i64"), bool: Aval((), "bool"), np.float32: Aval((), "f32")}
 
 
 @attrs.frozen(eq=False)
@@ -48,7 +52,7 @@ class Var:
 class Literal:
     """A Python scalar written into the program text."""
 
-    value: float | int | bool
+    value: float | int | bool | np.float32
 
     @property
     def aval(self) -> Aval:
@@ -221,6 +225,8 @@ class Namer:
 
 
 def format_literal(value) -> str:
+    if isinstance(value, np.float32):  # printed with its type, as the binders are: 0.5:f32
+        return f"{str(value) if math.isfinite(value) else format_literal(float(value))}:f32"
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return repr(value)

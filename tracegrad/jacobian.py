@@ -16,17 +16,20 @@ import numpy as np
 from . import ad, errors, forward
 from .api import Transformed, generated_name, jit_transform, normalize_argnums, positional_form, transformed
 from .batching import batch
-from .core import aval_of, bind
-from .primitives import broadcast_to_p, eq_p, reshape_p, transpose_p, where_p
+from .core import NUMPY_DTYPES, aval_of, bind
+from .ir import FLOAT_DTYPES
+from .primitives import broadcast_to_p, eq_p, float_dtype, reshape_p, transpose_p, where_p
 from .source_info import user_source, where_text
 from .tree import tree_flatten, tree_unflatten
 
 
-def basis(shape: tuple[int, ...]):
-    """The standard basis of arrays of `shape`, stacked: (size, *shape), made by the program (an
-    equality of two index ranges), not stored in it."""
+def basis(shape: tuple[int, ...], dtype: str = "f64"):
+    """The standard basis of arrays of `shape` and float `dtype`, stacked: (size, *shape), made by the
+    program (an equality of two index ranges), not stored in it."""
     size = math.prod(shape)
-    identity = bind(where_p, bind(eq_p, np.arange(size).reshape(size, 1), np.arange(size).reshape(1, size)), 1.0, 0.0)
+    one, zero = NUMPY_DTYPES[dtype](1.0), NUMPY_DTYPES[dtype](0.0)
+    equal = bind(eq_p, np.arange(size).reshape(size, 1), np.arange(size).reshape(1, size))
+    identity = bind(where_p, equal, one, zero)
     return bind(reshape_p, identity, shape=(size,) + shape)
 
 
@@ -42,7 +45,7 @@ def split_args(fun: Callable, args: tuple, argnums, has_aux: bool):
     numbers = normalize_argnums(argnums, len(args))
     leaves, in_tree = tree_flatten(tuple(args[n] for n in numbers))
     for leaf in leaves:
-        if aval_of(leaf).dtype != "f64":
+        if aval_of(leaf).dtype not in FLOAT_DTYPES:
             raise errors.NonDifferentiableArgumentError(
                 f"Jacobians are taken with respect to float values only; argnums {argnums} names a "
                 f"{aval_of(leaf)} leaf (at {where_text(user_source())})")
@@ -106,7 +109,7 @@ def jacobian_by_columns(flat_fun: Callable, in_leaves: list, found: dict) -> tup
             tangents[j] = tangent
             return forward.jvp(flat_fun, list(in_leaves), tangents)[1][:len(out_leaves)]
 
-        stacked, batched = batch(column, [basis(shape)], [True], math.prod(shape))
+        stacked, batched = batch(column, [basis(shape, aval_of(leaf).dtype)], [True], math.prod(shape))
         for k, out in enumerate(out_leaves):
             blocks[(k, j)] = element_axes_last(repeated(stacked[k], batched[k], math.prod(shape)),
                                                aval_of(out).shape, shape)
@@ -128,7 +131,8 @@ def jacobian_by_rows(flat_fun: Callable, in_leaves: list, found: dict) -> tuple[
             cotangents[k] = cotangent
             return pullback(cotangents)
 
-        stacked, batched = batch(row, [basis(out_shape)], [True], math.prod(out_shape))
+        stacked, batched = batch(row, [basis(out_shape, float_dtype(aval_of(out).dtype))], [True],
+                                 math.prod(out_shape))
         for j, leaf in enumerate(in_leaves):
             in_shape = aval_of(leaf).shape
             rows = repeated(stacked[j], batched[j], math.prod(out_shape))

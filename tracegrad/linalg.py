@@ -20,8 +20,8 @@ import numpy as np
 from .core import (Tracer, abstract_eval_rules, aval_of, batch_rules, bind, forward_vjp_rules, impl_rules,
                    jvp_rules, vjp_rules)
 from .errors import ShapeError
-from .ir import Aval, Primitive
-from .primitives import (abs_p, broadcast_to_p, matmul_p, mul_p, ne_p, reduce_max_p, reduce_sum_p, reshape_p,
+from .ir import FLOAT_DTYPES, Aval, Primitive
+from .primitives import (abs_p, broadcast_to_p, convert, matmul_p, ne_p, reduce_max_p, reduce_sum_p, reshape_p,
                          sqrt_p, transpose_p, where_p)
 from .source_info import user_source, where_text
 
@@ -58,20 +58,29 @@ def solve_stack(a, b):
     return bind(solve_p, a, b)
 
 
+def constant_like(x, array: np.ndarray) -> np.ndarray:
+    """A constant matrix in x's float dtype, so that it never widens a float32 computation."""
+    return array.astype(np.float32) if dtype_of(x) == "f32" else array
+
+
+def dtype_of(x) -> str:
+    return aval_of(x).dtype if isinstance(x, Tracer) else ("f32" if np.asarray(x).dtype == np.float32 else "f64")
+
+
 def eye_like(x):
     """The identity, broadcast to the shape of the stack of square matrices x."""
-    return bind(broadcast_to_p, np.eye(shape_of(x)[-1]), shape=shape_of(x))
+    return bind(broadcast_to_p, constant_like(x, np.eye(shape_of(x)[-1])), shape=shape_of(x))
 
 
 def diagonal(x):
     """The diagonal of each square matrix (..., n)."""
-    return bind(reduce_sum_p, x * np.eye(shape_of(x)[-1]), axes=(len(shape_of(x)) - 1,))
+    return bind(reduce_sum_p, x * constant_like(x, np.eye(shape_of(x)[-1])), axes=(len(shape_of(x)) - 1,))
 
 
 def diagonal_matrix(v):
     """Each vector (..., n) as a diagonal matrix (..., n, n)."""
     v_shape = shape_of(v)
-    return bind(reshape_p, v, shape=v_shape[:-1] + (1,) + v_shape[-1:]) * np.eye(v_shape[-1])
+    return bind(reshape_p, v, shape=v_shape[:-1] + (1,) + v_shape[-1:]) * constant_like(v, np.eye(v_shape[-1]))
 
 
 def trace(x):
@@ -81,7 +90,7 @@ def trace(x):
 def lower(x, k: int = 0):
     """The entries on and below diagonal k of each matrix (np.tril), the others zero."""
     n, m = shape_of(x)[-2:]
-    return x * np.tril(np.ones((n, m)), k)
+    return x * constant_like(x, np.tril(np.ones((n, m)), k))
 
 
 def scalars_as_matrices(s):
@@ -93,7 +102,7 @@ def lower_read_cotangent(s):
     """The cotangent of a matrix whose lower triangle is read as a symmetric one (NumPy's cholesky
     and eigh), given `s` with <s, dA> the derivative along a symmetric dA: the entries below the
     diagonal stand for both of their places, those above for none."""
-    return lower(s + swap(s), -1) + s * np.eye(shape_of(s)[-1])
+    return lower(s + swap(s), -1) + s * constant_like(s, np.eye(shape_of(s)[-1]))
 
 
 def symmetric_from_lower(t):
@@ -118,13 +127,13 @@ def stack_batch(primitive: Primitive):
 
 
 def square_stack(name: str, a: Aval) -> None:
-    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or a.dtype != "f64":
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or a.dtype not in FLOAT_DTYPES:
         raise ShapeError(f"{name}: needs float square matrices (..., n, n), got {a}")
 
 
 def solve_rule(a: Aval, b: Aval) -> Aval:
     square_stack("solve", a)
-    if b.ndim != a.ndim or b.shape[:-1] != a.shape[:-1] or b.dtype != "f64":
+    if b.ndim != a.ndim or b.shape[:-1] != a.shape[:-1] or b.dtype != a.dtype:
         raise ShapeError(f"solve: cannot solve {a} against {b} (need (..., n, n) and (..., n, k))")
     return b
 
@@ -168,7 +177,7 @@ batch_rules[solve_p] = solve_batch
 def determinant_rule(name: str):
     def rule(a: Aval):
         square_stack(name, a)
-        return Aval(a.shape[:-2]) if name == "det" else (Aval(a.shape[:-2]), Aval(a.shape[:-2]))
+        return Aval(a.shape[:-2], a.dtype) if name == "det" else (Aval(a.shape[:-2], a.dtype), Aval(a.shape[:-2], a.dtype))
     return rule
 
 
@@ -226,7 +235,7 @@ def square_same(name: str):
 def lower_halved(x):
     """Below the diagonal as it is, the diagonal halved, above it zero (the Cholesky factor's Phi)."""
     n = shape_of(x)[-1]
-    return x * (np.tril(np.ones((n, n)), -1) + 0.5 * np.eye(n))
+    return x * constant_like(x, np.tril(np.ones((n, n)), -1) + 0.5 * np.eye(n))
 
 
 def cholesky_jvp(primals, tangents):
@@ -255,13 +264,13 @@ batch_rules[cholesky_p] = stack_batch(cholesky_p)
 
 def eigh_rule(a: Aval):
     square_stack("eigh", a)
-    return Aval(a.shape[:-1]), a
+    return Aval(a.shape[:-1], a.dtype), a
 
 
 def eigenvalue_gaps(w):
     """F with F[i, j] = 1 / (w[j] - w[i]) off the diagonal and 0 on it (inf for repeated eigenvalues)."""
     w_shape = shape_of(w)
-    eye = np.eye(w_shape[-1])
+    eye = constant_like(w, np.eye(w_shape[-1]))
     rows = bind(reshape_p, w, shape=w_shape[:-1] + (1,) + w_shape[-1:])
     columns = bind(reshape_p, w, shape=w_shape + (1,))
     return 1.0 / (eye + rows - columns) - eye
@@ -301,11 +310,11 @@ batch_rules[eigh_p] = stack_batch(eigh_p)
 
 
 def qr_rule(a: Aval):
-    if a.ndim < 2 or a.dtype != "f64":
+    if a.ndim < 2 or a.dtype not in FLOAT_DTYPES:
         raise ShapeError(f"qr: needs float matrices (..., m, n), got {a}")
     m, n = a.shape[-2:]
     k = min(m, n)
-    return Aval(a.shape[:-2] + (m, k)), Aval(a.shape[:-2] + (k, n))
+    return Aval(a.shape[:-2] + (m, k), a.dtype), Aval(a.shape[:-2] + (k, n), a.dtype)
 
 
 def check_tall(a) -> None:
@@ -363,10 +372,11 @@ batch_rules[qr_p] = stack_batch(qr_p)
 
 
 def as_float(x):
-    """x as float64: an integer or boolean traced value through a multiply, a concrete one converted."""
+    """x as a float: float32 and float64 as they are, an integer or boolean value as float64."""
     if isinstance(x, Tracer):
-        return x if x.aval.dtype == "f64" else bind(mul_p, x, 1.0)
-    return np.asarray(x, np.float64)
+        return x if x.aval.dtype in FLOAT_DTYPES else convert(x, "f64")
+    x = np.asarray(x)
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
 
 
 def square_matrices(name: str, a) -> tuple[int, ...]:
@@ -387,6 +397,8 @@ def broadcast_stacks(a, b):
 def solve(a, b):
     """x with a @ x = b (np.linalg.solve): a (..., n, n); b (n,) or a stack (..., n, k)."""
     a, b = as_float(a), as_float(b)
+    if dtype_of(a) != dtype_of(b):  # float32 with float64 is float64, as np.result_type says
+        a, b = (convert(x, "f64") if isinstance(x, Tracer) else np.asarray(x, np.float64) for x in (a, b))
     a_shape, b_shape = square_matrices("solve", a), shape_of(b)
     vector = len(b_shape) == 1
     if vector:

@@ -9,7 +9,8 @@ tracegrad/primitives.py, its code is its entry here. An entry (`Lowering`) holds
                      lines that assign `out` (the loops of where, reductions, pad, gather)
     numpy_statement  the python backend's form, where `statement` is a loop written for numba
     element          for an elementwise primitive: the template of one element, used when runs
-                     of elementwise ops are fused into one loop, and by the tape
+                     of elementwise ops are fused into one loop, and by the tape; or a function
+                     (ins, op) giving it, for one whose element depends on its params (convert)
     simd_ufunc       the NumPy ufunc whose SIMD loop beats numba's per-element libm call: large
                      arrays are computed by it (in numba's object mode) instead of in a loop
     libm_call        its element calls libm (3-15 ns each in numba): a loop of them is worth threads sooner
@@ -81,7 +82,7 @@ def elementwise(template: str, **fields) -> Lowering:
 
 
 def numpy_dtype(dtype: str) -> str:
-    return {"f64": "np.float64", "i64": "np.int64", "bool": "np.bool_"}[dtype]
+    return {"f64": "np.float64", "f32": "np.float32", "i64": "np.int64", "bool": "np.bool_"}[dtype]
 
 
 # -- elementwise ---------------------------------------------------------------------------
@@ -151,17 +152,6 @@ def numpy_erf(out: str, ins: list[str], op: Op):
 
 rules[erf_p] = Lowering(emit_erf, numpy_statement=numpy_erf, element="math.erf({0})", libm_call=True)
 
-
-def emit_convert(out: str, ins: list[str], op: Op):
-    dtype = op.param["dtype"]
-    if dtype == "bool":
-        return f"{ins[0]} != 0"
-    if op.out.aval.shape == ():
-        return f"{numpy_dtype(dtype)}({ins[0]})"
-    return f"{ins[0]}.astype({numpy_dtype(dtype)})"
-
-
-rules[convert_p] = Lowering(emit_convert)
 
 def emit_where(out: str, ins: list[str], op: Op):
     shape = op.out.aval.shape
@@ -319,7 +309,15 @@ def emit_transpose(out: str, ins: list[str], op: Op):
 
 
 rules[transpose_p] = Lowering(emit_transpose, view=True)
-rules[matmul_p] = Lowering("{0} @ {1}", product=True)
+def emit_matmul(out: str, ins: list[str], op: Op):
+    # numba's `@` takes operands of one dtype: a float32 operand beside a float64 one is converted first
+    dtype = op.out.aval.dtype
+    operands = [name if x.aval.dtype == dtype else f"{name}.astype({numpy_dtype(dtype)})"
+                for name, x in zip(ins, op.inputs)]
+    return f"{operands[0]} @ {operands[1]}"
+
+
+rules[matmul_p] = Lowering(emit_matmul, numpy_statement="{0} @ {1}", product=True)
 
 
 def emit_batch_matmul(out: str, ins: list[str], op: Op) -> list[str]:
@@ -430,6 +428,22 @@ def numpy_scatter_add(out: str, ins: list[str], op: Op) -> list[str]:
 
 
 rules[scatter_add_p] = Lowering(emit_scatter_add, numpy_statement=numpy_scatter_add)
+
+
+# -- convert (the float32 work's block) -----------------------------------------------------
+
+
+def emit_convert(out: str, ins: list[str], op: Op) -> str:
+    dtype = numpy_dtype(op.param["dtype"])
+    return convert_element([ins[0]], op) if op.inputs[0].aval.shape == () else f"{ins[0]}.astype({dtype})"
+
+
+def convert_element(ins: list[str], op: Op) -> str:
+    """One element converted: a bool is `x != 0` (numba's np.bool_ of a float is not NumPy's)."""
+    return f"({ins[0]} != 0)" if op.param["dtype"] == "bool" else f"{numpy_dtype(op.param['dtype'])}({ins[0]})"
+
+
+rules[convert_p] = Lowering(emit_convert, element=convert_element)
 
 
 # -- control flow: real loops and branches, their bodies written inside them -----------------

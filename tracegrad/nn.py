@@ -26,18 +26,19 @@ INITIALISERS = {
 }
 
 
-def init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str = "glorot") -> dict:
-    """A dense layer's parameters `{"W": (n_in, n_out) array, "b": (n_out,) array}`."""
+def init_dense(rng: np.random.Generator, n_in: int, n_out: int, init: str = "glorot", dtype=np.float64) -> dict:
+    """A dense layer's parameters `{"W": (n_in, n_out) array, "b": (n_out,) array}` of `dtype`
+    (float64, or float32: drawn in float64 and rounded, so both start from the same numbers)."""
     if init not in INITIALISERS:
         raise ValueError(f"unknown initialiser {init!r}; choose one of {sorted(INITIALISERS)}")
     weights, bias = INITIALISERS[init](rng, n_in, n_out)
-    return {"W": weights, "b": bias}
+    return {"W": weights.astype(dtype), "b": bias.astype(dtype)}
 
 
-def init_mlp(sizes: list[int], seed: int = 0, init: str = "glorot") -> list[dict]:
-    """Parameters of an MLP with layer widths `sizes` (inputs first), as a list of dense layers."""
+def init_mlp(sizes: list[int], seed: int = 0, init: str = "glorot", dtype=np.float64) -> list[dict]:
+    """Parameters of an MLP with layer widths `sizes` (inputs first), as a list of dense layers of `dtype`."""
     rng = np.random.default_rng(seed)
-    return [init_dense(rng, n_in, n_out, init) for n_in, n_out in zip(sizes, sizes[1:])]
+    return [init_dense(rng, n_in, n_out, init, dtype) for n_in, n_out in zip(sizes, sizes[1:])]
 
 
 def dense(params: dict, x):

@@ -121,11 +121,11 @@ def where(condition, x, y):
 
 
 def zeros_like(x):
-    return bind(prims.broadcast_to_p, 0.0, shape=shape(x))
+    return bind(prims.broadcast_to_p, float_like(x, 0.0), shape=shape(x))
 
 
 def ones_like(x):
-    return bind(prims.broadcast_to_p, 1.0, shape=shape(x))
+    return bind(prims.broadcast_to_p, float_like(x, 1.0), shape=shape(x))
 
 
 def log1p(x): return bind(prims.log1p_p, x)
@@ -301,11 +301,13 @@ def logical_not(x): return bind(prims.invert_p, as_bool(x))
 
 
 def astype(x, dtype):
-    """x as float64, int64 or bool (float to int truncates toward zero); the gradient flows only float to float."""
-    target = dtype if isinstance(dtype, str) and dtype in NUMPY_DTYPES else dtype_name(dtype)  # "i64" or int
-    if dtype_of(x) == target:
-        return x
-    return bind(prims.convert_p, x, dtype=target)
+    """x as `dtype` (float32, float64, int64 or bool: an IR name, a Python type or a NumPy dtype), as
+    NumPy's `x.astype(dtype)`: a float made an integer is truncated toward zero; the gradient flows
+    only from float to float."""
+    target = dtype if isinstance(dtype, str) and dtype in NUMPY_DTYPES else dtype_name(dtype)
+    if not isinstance(x, Tracer):
+        return np.asarray(x).astype(NUMPY_DTYPES[target])
+    return prims.convert(x, target)
 
 # -- reductions --------------------------------------------------------------------------
 
@@ -1222,6 +1224,17 @@ class IndexUpdateRef:
         starts = np.r_[0, np.flatnonzero(np.diff(sorted_positions)) + 1]
         occurrence = np.arange(len(positions)) - np.repeat(starts, np.diff(np.r_[starts, len(positions)]))
         return [np.sort(order[occurrence == k]) for k in range(int(occurrence.max(initial=-1)) + 1)]
+
+
+# -- dtypes (the float32 work's block) ---------------------------------------------------------
+
+float32 = np.float32
+
+
+def float_like(x, value: float):
+    """`value` as a float32 number for a float32 x, else as a Python float."""
+    dtype = x.dtype if isinstance(x, Tracer) else np.asarray(x).dtype
+    return np.float32(value) if dtype == np.float32 else value
 
 
 # -- NumPy's dispatch protocols ----------------------------------------------------------

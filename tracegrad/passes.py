@@ -18,7 +18,7 @@ from .ir import Atom, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .primitives import (broadcast_to_p, div_p, eq_p, matmul_p, mul_p, pow_p, reduce_sum_p, reshape_p,
                          stop_gradient_p, transpose_p, where_p)
 
-PYTHON_TYPES = {"f64": float, "i64": int, "bool": bool}
+PYTHON_TYPES = {"f64": float, "f32": np.float32, "i64": int, "bool": bool}
 
 
 def optimize(closed: ClosedProgram) -> ClosedProgram:
@@ -143,7 +143,7 @@ def power_as_products(rewriter: Rewriter, op: Op, inputs) -> bool:
     elif power.value == 3.0:
         rewriter.keep(op, mul_p, (rewriter.add(op, mul_p, (x, x)), x), ())
     elif power.value == -1.0:
-        rewriter.keep(op, div_p, (Literal(1.0), x), ())
+        rewriter.keep(op, div_p, (Literal(PYTHON_TYPES[x.aval.dtype](1.0)), x), ())
     else:
         return False
     return True
@@ -207,7 +207,8 @@ def on_data_axes(rewriter: Rewriter, op: Op, inputs) -> bool:
             continue
         padded = (1,) * (len(shape) - x.aval.ndim) + x.aval.shape  # as broadcasting aligns it
         operands.append(reshape_to(rewriter, op, x, tuple(padded[axis] for axis in data_axes)))
-    smaller = rewriter.add(op, op.primitive, tuple(operands), op.params)
+    params = tuple((key, squeezed) if key == "shape" else (key, value) for key, value in op.params)  # broadcast_to's
+    smaller = rewriter.add(op, op.primitive, tuple(operands), params)
     rewriter.keep(op, reshape_p, (smaller,), (("shape", shape),))
     return True
 

@@ -30,14 +30,28 @@ import numpy as np
 
 from .core import NUMPY_DTYPES, abstract_eval_rules, aval_of, batch_rules, bind, impl_rules, jvp_rules, vjp_rules
 from .errors import ShapeError
-from .ir import DTYPES, Aval, Neutral, Primitive
+from .ir import DTYPES, FLOAT_DTYPES, Aval, Neutral, Primitive
 
 # -- shared shape rules ------------------------------------------------------------------
 
 
 def promote(*avals: Aval) -> str:
+    """NumPy 2's result dtype of arrays of these dtypes: the widest, except int64 with float32 is float64."""
     dtypes = {a.dtype for a in avals}
-    return dtypes.pop() if len(dtypes) == 1 else max(dtypes, key=DTYPES.index)
+    if len(dtypes) == 1:
+        return dtypes.pop()
+    widest = max(dtypes, key=DTYPES.index)
+    return "f64" if widest == "f32" and "i64" in dtypes else widest
+
+
+def float_dtype(dtype: str) -> str:
+    """The dtype of a float function of a value of `dtype` (exp, a division): itself if float, else f64."""
+    return dtype if dtype in FLOAT_DTYPES else "f64"
+
+
+def float_numpy_dtype(x):
+    """np.float32 for a float32 value, else np.float64 (a float function's result type in NumPy)."""
+    return np.float32 if np.asarray(x).dtype == np.float32 else np.float64
 
 
 def broadcast_shapes(name: str, *avals: Aval) -> tuple[int, ...]:
@@ -52,7 +66,7 @@ def broadcast_shapes(name: str, *avals: Aval) -> tuple[int, ...]:
 
 
 def float_unary(x: Aval) -> Aval:
-    return Aval(x.shape, "f64")
+    return Aval(x.shape, float_dtype(x.dtype))
 
 
 def arithmetic(name):
@@ -60,7 +74,7 @@ def arithmetic(name):
 
 
 def float_binary(name):
-    return lambda x, y: Aval(broadcast_shapes(name, x, y), "f64")
+    return lambda x, y: Aval(broadcast_shapes(name, x, y), float_dtype(promote(x, y)))
 
 
 def tangent_sum(terms: list, shape: tuple[int, ...]):
@@ -272,7 +286,8 @@ batch_rules[sign_p] = elementwise_batch(sign_p)
 # stop_gradient: x itself, but no cotangent flows back through it
 stop_gradient_p = Primitive("stop_gradient", elementwise=True, differentiable=False)
 abstract_eval_rules[stop_gradient_p] = float_unary
-impl_rules[stop_gradient_p] = lambda x: np.asarray(x, np.float64) if np.ndim(x) else np.float64(x)
+impl_rules[stop_gradient_p] = lambda x: (np.asarray(x, float_numpy_dtype(x)) if np.ndim(x)
+                                         else float_numpy_dtype(x)(x))
 batch_rules[stop_gradient_p] = elementwise_batch(stop_gradient_p)
 
 # optimization_barrier: x itself, which no pass looks through: ops on it are never merged with
@@ -470,21 +485,6 @@ or_p = bitwise("or", np.bitwise_or)  # x | y
 xor_p = bitwise("xor", np.bitwise_xor)  # x ^ y
 invert_p = bitwise("invert", np.invert)  # ~x: `not` for booleans
 
-
-def convert_impl(x, dtype: str):
-    target = NUMPY_DTYPES[dtype]
-    return target(x) if np.ndim(x) == 0 else np.asarray(x).astype(target)
-
-
-# convert: x.astype(dtype) between the IR's dtypes (float to int truncates toward zero, as NumPy's);
-# linear where both are floats, and an integer or boolean result carries no cotangent. Not marked
-# elementwise: its code depends on the dtype, which one element template cannot say
-convert_p = Primitive("convert")
-abstract_eval_rules[convert_p] = lambda x, dtype: Aval(x.shape, dtype)
-impl_rules[convert_p] = convert_impl
-vjp_rules[convert_p] = lambda g, out, x, dtype: (bind(convert_p, g, dtype=aval_of(x).dtype),)
-jvp_rules[convert_p] = linear_jvp(convert_p)
-batch_rules[convert_p] = elementwise_batch(convert_p)
 
 # -- comparisons and selection -----------------------------------------------------------
 
@@ -845,3 +845,38 @@ def scatter_add_batch(values, batched, size, shape):
 
 
 batch_rules[scatter_add_p] = scatter_add_batch
+
+
+# -- convert: a value in another dtype ------------------------------------------------------
+# (the float32 work's block: `astype`, and arithmetic that mixes dtypes where it needs a cast)
+
+
+def convert(x, dtype: str):
+    """x as `dtype` ("f32", "f64", "i64" or "bool"): x itself when it has that dtype already."""
+    return x if aval_of(x).dtype == dtype else bind(convert_p, x, dtype=dtype)
+
+
+def convert_impl(x, dtype: str):
+    numpy_dtype = NUMPY_DTYPES[dtype]
+    return np.asarray(x).astype(numpy_dtype) if np.ndim(x) else numpy_dtype(x)
+
+
+def convert_vjp(g, out, x, dtype: str):
+    # the cotangent goes back in x's dtype; none flows to an integer or boolean x
+    x_dtype = aval_of(x).dtype
+    return (convert(g, x_dtype) if x_dtype in FLOAT_DTYPES else None,)
+
+
+def convert_jvp(primals, tangents, dtype: str):
+    (x,), (t,) = primals, tangents
+    return bind(convert_p, x, dtype=dtype), convert(t, dtype) if dtype in FLOAT_DTYPES else None
+
+
+# convert: x in `dtype`, elementwise (NumPy's astype: a float made an int is truncated toward zero);
+# the cotangent is converted back to x's dtype
+convert_p = Primitive("convert", elementwise=True)
+abstract_eval_rules[convert_p] = lambda x, dtype: Aval(x.shape, dtype)
+impl_rules[convert_p] = convert_impl
+vjp_rules[convert_p] = convert_vjp
+jvp_rules[convert_p] = convert_jvp
+batch_rules[convert_p] = elementwise_batch(convert_p)

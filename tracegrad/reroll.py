@@ -25,7 +25,7 @@ from .primitives import broadcast_to_p, reshape_p, slice_p
 REROLL_MIN_OPS = 2000  # a shorter program compiles in a second or two as it is
 MIN_STEPS = 8  # fewer repeats are left unrolled
 WINDOW = 24  # ops compared at once when looking for the period
-PYTHON_DTYPES = {float: "f64", int: "i64", bool: "bool"}
+PYTHON_DTYPES = {float: "f64", np.float32: "f32", int: "i64", bool: "bool"}
 
 
 def reroll_loops(closed: ClosedProgram) -> ClosedProgram:
@@ -282,7 +282,7 @@ def starts_rows(op: Op, row: tuple[int, int]) -> bool:
 
 
 def zero_of(aval: Aval, prelude: list[Op], like: Op):
-    value = {"f64": 0.0, "i64": 0, "bool": False}[aval.dtype]
+    value = {"f64": 0.0, "f32": np.float32(0.0), "i64": 0, "bool": False}[aval.dtype]
     if aval.shape == ():
         return Literal(value)
     out = Var(aval)

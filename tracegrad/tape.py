@@ -21,7 +21,9 @@ from .ir import Literal, Primitive, Program
 from .lowering import rule_for
 
 TAPE_MIN_OPS = 5000  # below this, compiling the statements (~1 ms each) pays for itself soon
-SLOT_DTYPES = {"f64", "i64", "bool"}  # stored as float64: exact for bools and for integers up to 2**53
+# stored as float64: exact for bools and for integers up to 2**53. A float32 program is not taped: its
+# values would be rounded to float32 after every op, which a float64 slot does not do
+SLOT_DTYPES = {"f64", "i64", "bool"}
 
 
 def fits_tape(program: Program) -> bool:
@@ -35,8 +37,8 @@ def fits_tape(program: Program) -> bool:
         return atom.aval.shape == () and atom.aval.dtype in SLOT_DTYPES
 
     return (all(scalar(v) for v in program.inputs + program.outputs)
-            and all(op.primitive.elementwise and scalar(op.out) and all(map(scalar, op.inputs))
-                    for op in program.ops))
+            and all(op.primitive.elementwise and isinstance(rule_for(op.primitive).element, str)  # not convert's
+                    and scalar(op.out) and all(map(scalar, op.inputs)) for op in program.ops))
 
 
 def packed(array: np.ndarray) -> str:

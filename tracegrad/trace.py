@@ -13,9 +13,9 @@ import numpy as np
 from . import errors
 from .core import (INT64_MAX, INT64_MIN, Interpreter, Tracer, abstract_eval_rules, as_traceable_array,
                    check_alive, dtype_name, impl_rules, integer_overflow, set_interpreter)
-from .ir import Aval, ClosedProgram, Literal, Op, Primitive, Program, Var
+from .ir import FLOAT_DTYPES, Aval, ClosedProgram, Literal, Op, Primitive, Program, Var
 from .passes import eliminate_dead_code
-from .primitives import broadcast_to_p
+from .primitives import broadcast_to_p, promote
 from .source_info import current_adjoint_of, current_source, user_source, where_text
 
 
@@ -57,10 +57,12 @@ class StagingInterpreter(Interpreter):
             return self.constvar(value, value.aval)  # a value of an enclosing trace, captured
         if isinstance(value, (bool, int, float)):
             return Literal(value if type(value) in (bool, int, float) else float(value))  # np.float64 too
+        if isinstance(value, np.float32):  # a float32 of its own (a Python float is weak: see `interpret_op`)
+            return Literal(value)
         if isinstance(value, (np.generic, np.ndarray)):
             array = as_traceable_array(value)
             if array.ndim == 0:
-                return Literal(array.item())
+                return Literal(array[()] if array.dtype == np.float32 else array.item())
             # a copy: closed-over arrays are constants, fixed when the function is traced
             return self.constvar(value, Aval(array.shape, dtype_name(array.dtype)), stored=array.copy())
         raise TypeError(f"tracegrad cannot trace a value of type {type(value).__name__} "
@@ -89,8 +91,10 @@ class StagingInterpreter(Interpreter):
         if primitive.multiple_results:  # a loop: staged as it is
             return self.add_op(primitive, inputs, abstract_eval_rules[primitive](*(x.aval for x in inputs), **params),
                                params)
-        if any(x.aval.dtype == "f64" for x in inputs):  # ints next to floats are floats: `a**3` is `pow a 3.0`
-            inputs = [Literal(float(x.value)) if isinstance(x, Literal) and type(x.value) is int else x for x in inputs]
+        literal_dtype = weak_literal_dtype(inputs)
+        if literal_dtype is not None:  # ints next to floats are floats: `a**3` is `pow a 3.0`
+            as_float = np.float32 if literal_dtype == "f32" else float
+            inputs = [Literal(as_float(x.value)) if is_weak(x) else x for x in inputs]
         else:  # an int literal stays an int64 in the generated code
             for x in inputs:
                 if isinstance(x, Literal) and type(x.value) is int and not INT64_MIN <= x.value <= INT64_MAX:
@@ -127,6 +131,24 @@ class StagingInterpreter(Interpreter):
         if primitive is broadcast_to_p and isinstance(inputs[0], Literal):
             self.scalar_broadcasts[outs] = inputs[0]
         return StagingTracer(outs, self)
+
+
+def is_weak(atom) -> bool:
+    """A Python int or float literal, whose dtype is its operands' (as in JAX and NumPy 2)."""
+    return isinstance(atom, Literal) and type(atom.value) in (int, float)
+
+
+def weak_literal_dtype(inputs) -> str | None:
+    """The float dtype the op's Python int and float literals take: its other operands' float dtype
+    (`x32 * 0.5` is float32), float64 beside integers or other literals where one of them is a float
+    (`i * 0.5`), None where every operand is an integer or a bool (the literals stay ints)."""
+    strong = [x.aval for x in inputs if not is_weak(x)]
+    dtype = promote(*strong) if strong else None
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    if any(is_weak(x) and type(x.value) is float for x in inputs):
+        return "f64"
+    return None
 
 
 def fold(primitive: Primitive, inputs: list[Literal], params: dict):
