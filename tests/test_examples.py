@@ -80,3 +80,10 @@ def test_distributed_digits_trains_alike_on_one_worker_and_on_two():
     results = importlib.import_module("distributed_digits").main(workers=2, steps=3, verbose=False)
     np.testing.assert_allclose(results["many"], results["one"], rtol=1e-12)
     assert results["one"][-1] < results["one"][0]
+
+
+def test_digits_cnn_learns_in_float32():
+    pytest.importorskip("sklearn")
+    results = importlib.import_module("digits_cnn").main(epochs=2, verbose=False)
+    assert results["test_accuracy"] > 0.9
+    assert all(leaf.dtype == np.float32 for leaf in tg.tree_leaves(results["params"]))

@@ -60,11 +60,11 @@ def mlp(params: list[dict], x, activation: Callable = None, final_activation: Ca
 # as `jax.lax.conv_general_dilated` with dimension_numbers ("NHWC", "HWIO", "NHWC") and flax take them.
 
 def init_conv(rng: np.random.Generator, kernel_size: int | tuple[int, int], c_in: int, c_out: int,
-              init: str = "he") -> dict:
-    """A convolution's parameters `{"W": (kh, kw, c_in, c_out) kernel, "b": (c_out,) bias}`,
-    initialised as a dense layer of fan-in kh * kw * c_in."""
+              init: str = "he", dtype=np.float64) -> dict:
+    """A convolution's parameters `{"W": (kh, kw, c_in, c_out) kernel, "b": (c_out,) bias}` of
+    `dtype`, initialised as a dense layer of fan-in kh * kw * c_in."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-    params = init_dense(rng, kh * kw * c_in, c_out, init)
+    params = init_dense(rng, kh * kw * c_in, c_out, init, dtype)
     return {"W": params["W"].reshape(kh, kw, c_in, c_out), "b": params["b"]}
 
 
