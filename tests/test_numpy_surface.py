@@ -156,6 +156,9 @@ CASES = [
     Case("inner of matrices", lambda m, x, y: m.inner(x, y), ((normal(2, 3), normal(4, 3)),)),
     Case("tensordot", lambda m, x, y: m.tensordot(x, y) + m.tensordot(x, y, axes=([1, 0], [1, 0])).sum()
          + m.tensordot(x, y, axes=0).sum(), ((normal(2, 3), normal(2, 3)),)),
+    Case("convolve correlate", lambda m, a, v: m.convolve(a, v) + m.correlate(a, v, "full")
+         + m.convolve(v, a, "same").sum() + m.correlate(v, a, "same")[0] + m.convolve(a, v, "valid").sum()
+         + m.correlate(a, v).sum(), ((normal(5), normal(3)), (normal(2), normal(6)), (normal(4), normal(4)))),
     Case("dot of stacks", lambda m, x, y: m.dot(x, y), ((normal(2, 3, 4), normal(4, 2)),)),
     Case("einsum", lambda m, a, b, c: m.einsum("ij,jk->ik", a, b) + m.einsum("ij,jk", a, b) + m.einsum("ii->i", c).sum()
          + m.einsum("i,i", c[0], c[1]) + m.einsum("ij->", a) + m.einsum("bij,bjk->bik", a[None], b[None])[0]

@@ -880,6 +880,42 @@ def dot(x, y, out=None):
     return tensordot(x, y, ([ndim(x) - 1], [builtins.max(ndim(y) - 2, 0)]))
 
 
+def convolve(a, v, mode="full"):
+    """The discrete linear convolution of two 1-d sequences, as np.convolve (mode "full", "same" or
+    "valid"): the longer one's windows laid out as rows by one gather, times the shorter one reversed."""
+    if ndim(a) != 1 or ndim(v) != 1:
+        raise ShapeError(f"convolve: 1-d sequences only, got shapes {shape(a)} and {shape(v)} "
+                         f"(at {where_text(user_source())})")
+    if mode not in ("full", "same", "valid"):
+        raise ValueError(f"convolve: mode must be 'full', 'same' or 'valid', not {mode!r}")
+    (n,), (m,) = shape(a), shape(v)
+    if n == 0 or m == 0:
+        raise ValueError(f"convolve: empty sequences (at {where_text(user_source())})")
+    long, short = (a, v) if n >= m else (v, a)
+    n, m = builtins.max(n, m), builtins.min(n, m)
+    padded = pad(long, m - 1) if m > 1 else long
+    windows = padded[np.arange(n + m - 1).reshape(-1, 1) + np.arange(m)]  # (n + m - 1, m): window k starts at k
+    full = windows @ flip(short)
+    if mode == "full":
+        return full
+    if mode == "same":
+        start = (m - 1) // 2
+        return full[start:start + n]
+    return full[m - 1:n]
+
+
+def correlate(a, v, mode="valid"):
+    """The cross-correlation of two 1-d sequences, as np.correlate: c[k] = sum_n a[n + k] v[n]
+    (real values), the convolution of a with v reversed (of v with a reversed, reversed, when v is
+    the longer, as NumPy computes it)."""
+    if ndim(a) != 1 or ndim(v) != 1:
+        raise ShapeError(f"correlate: 1-d sequences only, got shapes {shape(a)} and {shape(v)} "
+                         f"(at {where_text(user_source())})")
+    if shape(v)[0] > shape(a)[0]:
+        return flip(convolve(v, flip(a), mode))
+    return convolve(a, flip(v), mode)
+
+
 def tensordot(x, y, axes=2):
     """The sum over x's `axes[0]` and y's `axes[1]` of their products: a transpose, a reshape and one matmul."""
     if isinstance(axes, (int, np.integer)):
@@ -1275,7 +1311,7 @@ for _function in (sum, mean, max, min, dot, reshape, transpose, where, broadcast
                   any, all, count_nonzero, sinc, clip, round, nan_to_num, ravel, squeeze, swapaxes, atleast_1d,
                   atleast_2d, flip, fliplr, flipud, rot90, concatenate, hstack, vstack, column_stack, append, split,
                   array_split, hsplit, vsplit, roll, tile, repeat, take, take_along_axis, pad, triu, tril, diagonal,
-                  diag, trace, tensordot, inner, outer, vdot, einsum, astype):
+                  diag, trace, tensordot, inner, outer, vdot, einsum, astype, convolve, correlate):
     implements(getattr(np, _function.__name__))(_function)
 for _alias in ("radians", "degrees", "fix", "remainder", "amax", "amin", "around", "fabs", "float_power"):
     implements(getattr(np, _alias))(globals()[_alias])
