@@ -217,6 +217,27 @@ def test_value_equals_numpy(case, python_backend):
             np.testing.assert_allclose(tg.jit(numpy_function(case))(*args), expected, rtol=1e-12, atol=1e-12)
 
 
+FLOAT32_DTYPE_DIFFERS = {
+    "erf": "the reference is math.erf per element, in float64; tnp.erf keeps float32",
+    "outer inner vdot": "np.inner(2.0, x) makes the Python float a float64 array; tracegrad keeps Python "
+                        "numbers weak (as JAX), so the result stays float32",
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_value_in_float32_equals_numpys_float32(case, python_backend):
+    """The float arguments as float32: the result has NumPy's dtype (float32 where NumPy keeps it) and
+    NumPy's float32 value."""
+    for args in case.args:
+        args32 = tuple(np.asarray(a).astype(np.float32) if i in float_args(args) else a for i, a in enumerate(args))
+        expected = reference(case, args32)
+        got = tg.jit(tnp_function(case))(*args32)
+        if case.name not in FLOAT32_DTYPE_DIFFERS:
+            assert np.asarray(got).dtype == np.asarray(expected).dtype, case.name
+        scale = np.nanmax(np.abs(expected), initial=1.0) if np.asarray(expected).dtype.kind == "f" else 1.0
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6 * scale)
+
+
 def projected(case: Case, args, weights):
     """The case reduced to a scalar by a fixed weighted sum of its output, for m = tnp or np."""
     return lambda m: lambda *xs: (case.fun(m, *xs) * weights).sum()

@@ -234,7 +234,7 @@ def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
     """nan, inf and -inf replaced (by 0 and the largest finite floats unless given); gradient 1 elsewhere."""
     if not is_float(x):
         return x
-    largest = np.finfo(np.float64).max
+    largest = np.finfo(NUMPY_DTYPES[dtype_of(x)]).max  # of x's own float type
     x = where(x == np.inf, largest if posinf is None else posinf, x)
     x = where(x == -np.inf, -largest if neginf is None else neginf, x)
     return where(x != x, nan, x)
@@ -394,7 +394,7 @@ def prod(x, axis=None, dtype=None, out=None, keepdims=False):
     axes = normalize_axes(axis, len(in_shape))
     lanes = moved_to_end(x, axes)
     if shape(lanes)[-1] == 0:
-        result = broadcast_to(1.0 if is_float(x) else 1, shape(lanes)[:-1])
+        result = broadcast_to(np.ones((), NUMPY_DTYPES[dtype_of(x)]), shape(lanes)[:-1])
     else:
         result = getitem(cumprod(lanes, axis=-1), (Ellipsis, -1))
     if keepdims:
@@ -778,7 +778,7 @@ def pad(x, pad_width, mode="constant", constant_values=0):
         out = bind(prims.pad_p, x, shape=out_shape, index=index) if out_shape != shape(x) else x
         if np.any(np.asarray(constant_values) != 0):
             border = ~prims.pad_impl(np.ones(shape(x), bool), out_shape, index)
-            constants = np.zeros(out_shape)
+            constants = np.zeros(out_shape, NUMPY_DTYPES[dtype_of(x)])
             for a, (before, after) in enumerate(np.broadcast_to(np.asarray(constant_values, float), (ndim(x), 2))):
                 constants[(slice(None),) * a + (slice(0, widths[a][0]),)] = before  # as NumPy: later axes win
                 constants[(slice(None),) * a + (slice(out_shape[a] - widths[a][1], None),)] = after
@@ -1164,8 +1164,13 @@ def check_in_bounds(index: np.ndarray, size: int, axis: int) -> None:
 
 
 # NumPy's other names for the functions above
-radians, degrees, fix, remainder, amax, amin, around, fabs, float_power, absolute = (
-    deg2rad, rad2deg, trunc, mod, max, min, round, abs, power, abs)
+radians, degrees, fix, remainder, amax, amin, around, fabs, absolute = (
+    deg2rad, rad2deg, trunc, mod, max, min, round, abs, abs)
+
+
+def float_power(x, y):
+    """x ** y in float64 whatever the operands' dtypes, as np.float_power."""
+    return power(astype(x, "f64"), astype(y, "f64"))
 
 
 # -- functional updates: x.at[index].set(v), as in JAX ----------------------------------------
