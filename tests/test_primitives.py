@@ -125,8 +125,6 @@ ROWS = [
         (normal(3), index(1, 3, 2))),
     Row("invert", lambda x: tnp.where(~(x > 0.0), x, x * 3.0), lambda x: np.where(~(x > 0.0), x, x * 3.0),
         (normal(6),)),
-    Row("convert", lambda x: x.astype(np.int64) * 1.5 + x, lambda x: x.astype(np.int64) * 1.5 + x,
-        (between(-3.0, 3.0, 5) + 0.05,)),
     Row("argmax", lambda x: x * tnp.argmax(x, axis=1)[:, None], lambda x: x * np.argmax(x, axis=1)[:, None],
         (normal(3, 4),)),
     Row("argsort", lambda x: tnp.sort(x, axis=0), lambda x: np.sort(x, axis=0), (normal(4, 3),)),
