@@ -17,6 +17,7 @@ import numpy as np
 
 import tracegrad as tg
 import tracegrad.numpy as tnp
+from digits import progress, split  # examples/digits.py: the same split and progress bar
 from tracegrad import nn, optim
 
 BATCH = 64
@@ -30,13 +31,6 @@ def load_digits_or_exit():
         sys.exit('examples/digits_cnn.py needs scikit-learn: pip install -e ".[examples]"')
     digits = load_digits()  # 1,797 images, bundled with scikit-learn: nothing to download
     return (digits.images / 16.0).astype(np.float32)[..., None], digits.target.astype(np.int64)
-
-
-def split(x, y, test_fraction=0.2, seed=0):
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(len(x) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
 
 
 def init(seed: int = 0) -> dict:
@@ -83,15 +77,6 @@ def shifted(images, rng):
         if dx:
             out[chosen, :, 0 if dx > 0 else -1] = 0.0
     return out
-
-
-def progress(epoch, epochs, batches):
-    """A progress bar over one epoch's minibatches: tqdm if installed, else a plain iterator."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return batches
-    return tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
 
 
 def main(epochs: int = 20, seed: int = 0, verbose: bool = True) -> dict:

@@ -129,29 +129,19 @@ def generated_name(transformation: str, fun: Callable) -> str:
     return f"{transformation}_{name}"
 
 
-def with_arrays_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
-    """`unflatten`, after making the outputs at `positions` 0-d arrays (numba gives floats)."""
+def converted_at(positions: tuple[int, ...], convert: Callable, unflatten: Callable) -> Callable:
+    """`unflatten`, after converting the outputs at `positions` by `convert` (numba gives Python
+    floats: 0-d array gradients become `np.array`s, float32 scalars `np.float32`s)."""
     def run(outputs):
         outputs = list(outputs)
         for position in positions:
-            outputs[position] = np.array(outputs[position])
+            outputs[position] = convert(outputs[position])
         return unflatten(outputs)
 
     return run
 
 
 FLOAT32_SCALAR = Aval((), "f32")
-
-
-def with_float32_at(positions: tuple[int, ...], unflatten: Callable) -> Callable:
-    """`unflatten`, after making the outputs at `positions` np.float32 numbers."""
-    def run(outputs):
-        outputs = list(outputs)
-        for position in positions:
-            outputs[position] = np.float32(outputs[position])
-        return unflatten(outputs)
-
-    return run
 
 
 def without_last(count: int, unflatten: Callable) -> Callable:
@@ -337,12 +327,12 @@ class Compiled:
         self.settings = settings
         self.unflatten = unflattener(result_tree)
         if array_outputs:  # the gradients of 0-d array arguments
-            self.unflatten = with_arrays_at(array_outputs, self.unflatten)
+            self.unflatten = converted_at(array_outputs, np.array, self.unflatten)
         if checked_outputs:  # the last outputs are computed for debug_nans to check, not returned
             self.unflatten = without_last(checked_outputs, self.unflatten)
         float32_scalars = tuple(i for i, x in enumerate(traced.program.outputs) if x.aval == FLOAT32_SCALAR)
         if float32_scalars:  # numba returns a float32 number as a Python float
-            self.unflatten = with_float32_at(float32_scalars, self.unflatten)
+            self.unflatten = converted_at(float32_scalars, np.float32, self.unflatten)
         self.lock = concurrency.new_lock()
         self.finish_expression = None  # the fast lane's expression of the results from numba's tuple `outputs`
         if settings.backend != "python":
