@@ -7,6 +7,10 @@ Run from the repository root:
     python benchmarks/bench_core.py --workloads W4,W5 --implementations tracegrad,jax
     python benchmarks/bench_core.py --float32         # only the float32 rows of W5 and W6 (batch 4,096)
 
+    # the path of a CPU without AVX-512, on one that has it: BLAS's AVX2 kernels for the products,
+    # numba's code compiled for Haswell (AVX2 + FMA)
+    TRACEGRAD_GEMM=blas OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell python benchmarks/bench_core.py
+
 Workloads W1-W6 are described in suite/workloads.py, what is measured in benchmarks/README.md.
 After them (with W5 or W6 selected), W5 and W6 at batch 4,096 in float32 (suite/float32.py).
 Every implementation's loss and gradient (and its result after one step) is checked against
@@ -113,6 +117,8 @@ def run_workload(workload, implementations, timing: Timing) -> list[Row]:
 def print_header(options, timing: Timing, loaded: registry.Loaded, tracegrad_note: str) -> None:
     import numpy as np
 
+    from tracegrad import gemm
+
     print("tracegrad benchmark" + (" (--quick: short samples, not for quoting)" if options.quick else ""))
     print(f"  python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs; {', '.join(loaded.versions)}")
@@ -121,6 +127,9 @@ def print_header(options, timing: Timing, loaded: registry.Loaded, tracegrad_not
     for error in loaded.errors:
         print("  ERROR: " + error.rstrip().replace("\n", "\n    "))
     print(f"  threads pinned to one: {threads.describe()}; {CORE_PINNING}")
+    print(f"  CPU: {float32.cpu_description()}; float64 products: {gemm.GEMM_PATH} (TRACEGRAD_GEMM="
+          f"{os.environ.get('TRACEGRAD_GEMM', 'auto')}); numba code for NUMBA_CPU_NAME="
+          f"{os.environ.get('NUMBA_CPU_NAME', 'host')}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'auto')}")
     print(f"  per step: median of {timing.samples} samples, each a loop of >= {timing.sample_seconds * 1e3:g} ms;"
           f" a call of >= {timing.slow_call_seconds:g} s is timed by {timing.slow_samples} single-call sample(s)"
           " instead (see 'samples'); garbage collector off during timed calls (collected before each sample)")

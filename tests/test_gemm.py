@@ -65,3 +65,46 @@ def test_a_strided_operand_compiles_without_numbas_performance_warning():
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "NumbaPerformanceWarning" not in run.stderr
+
+
+
+FORCED_PATH = textwrap.dedent("""
+    import numpy as np
+    import tracegrad as tg
+    import tracegrad.numpy as tnp
+    from tracegrad import gemm
+    tg.config.compile_in_background = False
+    rng = np.random.default_rng(0)
+    def loss(w, x):
+        return tnp.sum(tnp.tanh(x @ w) @ w.T)
+    for m, k, n in [(1, 7, 17), (17, 255, 7), (255, 17, 1)]:  # odd shapes; the products' operands transposed
+        w, x = rng.standard_normal((k, n)), rng.standard_normal((m, k))
+        value, grad = tg.jit(tg.value_and_grad(loss))(w, x)
+        tg.config.backend = "python"
+        expected_value, expected_grad = tg.jit(tg.value_and_grad(loss))(w, x)
+        tg.config.backend = "numba"
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-11, atol=1e-12)
+        a, b = rng.standard_normal((2 * m, k))[::2], rng.standard_normal((n, k)).T  # strided, transposed
+        np.testing.assert_allclose(gemm.tg_matmul(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    print(gemm.GEMM_PATH)
+""")
+
+
+@pytest.mark.parametrize("choice", ["blas", "blocked"])
+def test_each_forced_product_path_runs_and_agrees_with_numpy(choice):
+    """TRACEGRAD_GEMM forces a path (a fresh process: the choice is made at import); "blocked" on a
+    CPU without AVX-512 falls back to BLAS with a warning."""
+    environment = dict(os.environ, TRACEGRAD_GEMM=choice)
+    run = subprocess.run([sys.executable, "-c", FORCED_PATH], env=environment, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    expected = "tracegrad's AVX-512 kernel" if choice == "blocked" and gemm.has_avx512() else "BLAS"
+    assert run.stdout.strip().splitlines()[-1] == expected
+    if choice == "blocked" and not gemm.has_avx512():
+        assert "needs a CPU with AVX-512" in run.stderr
+
+
+def test_an_unknown_product_path_is_refused_by_name():
+    run = subprocess.run([sys.executable, "-c", "import tracegrad"], env=dict(os.environ, TRACEGRAD_GEMM="avx9"),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "TRACEGRAD_GEMM='avx9': choose one of auto, blocked, blas" in run.stderr

@@ -10,6 +10,11 @@ The bounds on memory, disk and exit time (`max_signatures`, `max_compiled_progra
 `cache_max_mb`, `exit_wait_seconds`; TRACEGRAD_MAX_SIGNATURES, TRACEGRAD_MAX_COMPILED_PROGRAMS,
 TRACEGRAD_CACHE_MAX_MB, TRACEGRAD_EXIT_WAIT_SECONDS) hold for the whole process and are read
 when they apply.
+
+TRACEGRAD_GEMM chooses the float64 matrix product of compiled code when tracegrad is imported:
+"auto" (the default: tracegrad's kernel on a CPU with AVX-512, else BLAS), "blocked" (the
+kernel; on a CPU without AVX-512, BLAS with a warning) or "blas", so tests and benchmarks can
+run each path on any machine that supports it.
 """
 import os
 
@@ -57,3 +62,14 @@ class Config:
 
 
 config = Config()
+
+
+GEMM_CHOICES = ("auto", "blocked", "blas")
+
+
+def gemm_choice() -> str:
+    """TRACEGRAD_GEMM, checked: which float64 matrix product compiled code calls (see the module)."""
+    choice = os.environ.get("TRACEGRAD_GEMM", "auto").strip().lower() or "auto"
+    if choice not in GEMM_CHOICES:
+        raise ValueError(f"TRACEGRAD_GEMM={choice!r}: choose one of {', '.join(GEMM_CHOICES)}")
+    return choice

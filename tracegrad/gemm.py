@@ -8,6 +8,8 @@ while it runs down the shared dimension. LLVM does not find that form in scalar 
 vectorizes the wrong loop, measured), so the vectors are spelled out with a few intrinsics over
 an LLVM `<8 x double>` type. On a CPU with AVX-512 each vector is one register; elsewhere the
 `tg_matmul` is plain `a @ b`, BLAS's product. A float32 product is always BLAS's (see the end).
+TRACEGRAD_GEMM (`config.gemm_choice`) forces either float64 path; `GEMM_PATH` names the one this
+process runs.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, overload, register_model
 
 from . import disk_cache
+from .config import gemm_choice
 from .numba_jit import jit_compile
+from .warn import warn
 
 MR, NR = 6, 16  # the micro-kernel's block of C: 6 rows by 2 vectors of 8
 KC = 256  # the shared dimension in chunks of 256: a packed panel of B (256 × 16) is 32 KB, in L1
@@ -303,8 +307,19 @@ blocked_matmul_into = jit_compile(blocked_matmul_into, CACHE)
 blocked_matmul = jit_compile(blocked_matmul, CACHE)
 parallel_matmul_into = jit_compile(parallel_matmul_into)  # never cached: see codegen.uses_threads
 parallel_matmul = jit_compile(parallel_matmul)
+def blocked_kernel_chosen() -> bool:
+    """Whether float64 products run this module's kernel (TRACEGRAD_GEMM, `config.gemm_choice`)."""
+    choice = gemm_choice()
+    if choice == "blocked" and not has_avx512():
+        warn("tracegrad: TRACEGRAD_GEMM=blocked needs a CPU with AVX-512, which this one lacks: "
+             "float64 products call BLAS instead")
+    return choice != "blas" and has_avx512()
+
+
 # the float64 product: into a fresh array, or into `c`; with tg.config.parallel, for a large product, on all cores
-if has_avx512():
+USES_BLOCKED_KERNEL = blocked_kernel_chosen()
+GEMM_PATH = "tracegrad's AVX-512 kernel" if USES_BLOCKED_KERNEL else "BLAS"  # what benchmarks print
+if USES_BLOCKED_KERNEL:
     float64_matmul, float64_matmul_into = blocked_matmul, blocked_matmul_into
     tg_parallel_matmul, tg_parallel_matmul_into = parallel_matmul, parallel_matmul_into
 else:  # BLAS, which has threads of its own
