@@ -162,7 +162,9 @@ def seconds_to_optimize(program: ClosedProgram) -> float:
 
 def test_a_deep_program_optimizes_in_linear_time():
     short, long = seconds_to_optimize(chain_of_adds(20_000)), seconds_to_optimize(chain_of_adds(80_000))
-    assert long < 6 * short, f"4 times the ops took {long / short:.1f} times as long"  # linear: 4; quadratic: 16
+    # linear: 4 (4.1-4.5 measured quiet; the schedule's heap adds a log factor); quadratic: 16. The bound
+    # leaves room for a busy machine (6.1 was seen with three other test runs going)
+    assert long < 8 * short, f"4 times the ops took {long / short:.1f} times as long"
 
 
 def test_elementwise_ops_move_to_their_first_use_and_fuse(backend):
